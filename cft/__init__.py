@@ -1,0 +1,1 @@
+"""Critique Fine-Tuning: learn to critique noisy responses instead of imitating answers."""

@@ -1,0 +1,1 @@
+"""Critique construction: teachers, prompts, the durable result store, verdict parsing."""

@@ -1,0 +1,1 @@
+"""Dataset loaders -> one normalized record schema; the `data` stage."""

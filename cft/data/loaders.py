@@ -1,0 +1,182 @@
+"""Dataset loaders. Each yields normalized `Record`s.
+
+Hub datasets keep their real `datasets.load_dataset(...)` call; `dataset.path` points the
+same code at a local file of the same schema (that is how the tests run it offline).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from cft.data.record import RIGHT, UNKNOWN, WRONG, Record
+from cft.io import DataError, iter_jsonl
+
+LOADERS: dict[str, Callable] = {}
+
+
+def loader(name: str):
+    def register(fn):
+        LOADERS[name] = fn
+        return fn
+    return register
+
+
+def load_records(cfg) -> Iterator[Record]:
+    if cfg.loader not in LOADERS:
+        raise DataError(f"dataset.loader={cfg.loader!r} is unknown; known: {sorted(LOADERS)}")
+    return LOADERS[cfg.loader](cfg)
+
+
+def _hub_rows(cfg) -> Iterable[dict]:
+    """Rows of a hub dataset, or of `cfg.path` (jsonl/json/parquet) with the same schema."""
+    import datasets
+
+    if cfg.path:
+        path = Path(cfg.path)
+        if not path.exists():
+            raise DataError(f"dataset.path={cfg.path!r}: file not found")
+        if path.suffix in (".jsonl", ".json"):
+            yield from iter_jsonl(path)  # line-numbered errors for malformed files
+            return
+        kind = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+        if kind is None:
+            raise DataError(f"dataset.path={cfg.path!r}: unsupported suffix {path.suffix!r}")
+        yield from datasets.load_dataset(kind, data_files=str(path), split="train")
+        return
+    yield from datasets.load_dataset(cfg.hf_path, cfg.hf_config, split=cfg.split)
+
+
+def _require(row: dict, keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if not isinstance(row.get(k), str)]
+    if missing:
+        raise DataError(f"{where}: missing or non-string field(s) {missing}")
+
+
+@loader("champ")
+def load_champ(cfg) -> Iterator[Record]:
+    """CHAMP: each (problem, model, prompting setup) conversation is one noisy response.
+
+    A conversation is [System, User(problem), Model(response), User(summarize), Model(summary)];
+    the one-sentence summary holds the response's final answer, which we check against the
+    free-text reference answer (`judge_free_text`, conservative: `unknown` when unsure).
+    """
+    import champ_dataset
+
+    from cft.answers import judge_free_text
+
+    ds = champ_dataset.load("v0")
+    models, prompts = set(cfg.noisy_models), set(cfg.noisy_prompts)
+    known_models = {k.split("|")[0] for p in ds.problems.values() for k in p.conversations}
+    if not models <= known_models:
+        raise DataError(f"dataset.noisy_models: {sorted(models - known_models)} not in CHAMP "
+                        f"(known: {sorted(known_models)})")
+    for pid, problem in ds.problems.items():
+        solution = "\n".join(step.text for step in problem.solution.steps)
+        for conv_key, conv in problem.conversations.items():
+            model, setup = conv_key.split("|")
+            if model not in models or setup not in prompts:
+                continue
+            turns = [m for m in conv.messages if m.role.startswith("Model.")]
+            if len(turns) < 2 or turns[0].text is None or turns[-1].text is None:
+                continue  # truncated conversations (error LENGTH_*) have no usable answer
+            yield Record(
+                id=f"{pid}|{conv_key}",
+                question=problem.text,
+                reference_answer=problem.answer,
+                reference_solution=solution,
+                noisy_response=turns[0].text,
+                noisy_source=f"champ:{conv_key}",
+                response_correct=judge_free_text(turns[-1].text, problem.answer),
+                extra={"summary": turns[-1].text, "category": problem.category},
+            )
+
+
+_WEBINSTRUCT_INPUT = re.compile(r"\AQuestion:\n(?P<q>.*?)\n\nSolution:\n(?P<r>.*)\Z", re.S)
+_VERDICT = re.compile(r"Conclusion:\s*(right|wrong)\b", re.I)
+
+
+@loader("webinstruct")
+def load_webinstruct(cfg) -> Iterator[Record]:
+    """WebInstruct-CFT: `input` = "Question:\\n{q}\\n\\nSolution:\\n{noisy response}",
+    `output` = the paper's GPT-4o critique. There is no reference answer, so correctness is
+    unknown to the answer checker (the critique's own verdict is kept in `extra`)."""
+    where = cfg.path or f"{cfg.hf_path}/{cfg.hf_config}"
+    for i, row in enumerate(_hub_rows(cfg)):
+        _require(row, ("input", "output"), f"{where}: row {i + 1}")
+        m = _WEBINSTRUCT_INPUT.match(row["input"])
+        if m is None:
+            raise DataError(f"{where}: row {i + 1}: `input` is not 'Question:\\n...\\n\\nSolution:\\n...'")
+        verdicts = _VERDICT.findall(row["output"])
+        yield Record(
+            id=f"webinstruct-{i}",
+            question=m["q"],
+            reference_answer=None,
+            reference_solution=None,
+            noisy_response=m["r"],
+            noisy_source="webinstruct",
+            response_correct=UNKNOWN,
+            released_critique=row["output"],
+            extra={"instruction": row.get("instruction", ""),
+                   "released_verdict": verdicts[-1].lower() if verdicts else None},
+        )
+
+
+_METAMATH_ANSWER = re.compile(r"The answer is:?\s*(.+?)\s*$", re.S)
+
+
+@loader("metamath")
+def load_metamath(cfg) -> Iterator[Record]:
+    """MetaMathQA: `query`, `response` (ends "The answer is: X"), `type`, `original_question`."""
+    where = cfg.path or cfg.hf_path
+    for i, row in enumerate(_hub_rows(cfg)):
+        _require(row, ("query", "response"), f"{where}: row {i + 1}")
+        m = _METAMATH_ANSWER.search(row["response"])
+        yield Record(
+            id=f"metamath-{i}", question=row["query"],
+            reference_answer=m.group(1) if m else None, reference_solution=row["response"],
+            noisy_response=row["response"], noisy_source="metamath",
+            # MetaMath responses were filtered for the right answer when the set was built.
+            response_correct=RIGHT if m else UNKNOWN,
+            extra={"type": row.get("type")},
+        )
+
+
+@loader("numina")
+def load_numina(cfg) -> Iterator[Record]:
+    """NuminaMath-CoT: `problem`, `solution` (final answer boxed), `source`."""
+    from cft.answers import extract_answer
+
+    where = cfg.path or cfg.hf_path
+    for i, row in enumerate(_hub_rows(cfg)):
+        _require(row, ("problem", "solution"), f"{where}: row {i + 1}")
+        yield Record(
+            id=f"numina-{i}", question=row["problem"],
+            reference_answer=extract_answer(row["solution"]), reference_solution=row["solution"],
+            noisy_response=row["solution"], noisy_source="numina",
+            response_correct=UNKNOWN, extra={"source": row.get("source")},
+        )
+
+
+@loader("jsonl")
+def load_jsonl(cfg) -> Iterator[Record]:
+    """A user file: `question`, `response` required; `answer`, `solution`, `critique` optional."""
+    from cft.answers import Verdict, check, extract_answer
+
+    path = Path(cfg.path)
+    if not path.exists():
+        raise DataError(f"dataset.path={cfg.path!r}: file not found")
+    for lineno, row in enumerate(iter_jsonl(path), 1):
+        _require(row, ("question", "response"), f"{path}:{lineno}")
+        answer = row.get("answer")
+        correct = UNKNOWN
+        if answer is not None:
+            verdict = check(extract_answer(row["response"]), str(answer))
+            correct = {Verdict.EQUAL: RIGHT, Verdict.DIFFERENT: WRONG}.get(verdict, UNKNOWN)
+        yield Record(
+            id=str(row.get("id", f"{path.stem}-{lineno}")), question=row["question"],
+            reference_answer=None if answer is None else str(answer),
+            reference_solution=row.get("solution"), noisy_response=row["response"],
+            noisy_source=row.get("source", f"jsonl:{path.name}"), response_correct=correct,
+            released_critique=row.get("critique"),
+        )

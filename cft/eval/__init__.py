@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, prompt templates, generation backends, grading, accuracy."""

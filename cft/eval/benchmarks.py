@@ -1,0 +1,92 @@
+"""The math benchmarks of the paper (+ TheoremQA, GPQA/MMLU-Pro by user path).
+
+Each benchmark knows its question field and how its file stores the reference answer (the
+table in ../shared/benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from cft.io import DataError, iter_jsonl
+
+
+def _last_boxed(text: str) -> Optional[str]:
+    from cft.answers import extract_answer
+
+    return extract_answer(text)
+
+
+def _olympiad(row: dict) -> str:
+    answer = row["final_answer"][0]
+    return answer.strip().strip("$").strip()
+
+
+def _gsm8k(row: dict) -> str:
+    return row["answer"].split("####")[-1].strip().replace(",", "")
+
+
+def _number(value) -> str:
+    """AMC23 stores 27.0 for 27."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    dirname: str
+    question_field: str
+    reference: Callable[[dict], Optional[str]]
+    answer_type: Optional[str] = None
+
+    def path(self, root: str | Path) -> Path:
+        return Path(root) / self.dirname / "test.jsonl"
+
+    def load(self, root: str | Path, limit: int | None = None) -> list[dict]:
+        """Rows as {idx, question, reference}; a malformed line names file and line."""
+        path = self.path(root)
+        if not path.exists():
+            raise DataError(f"benchmark {self.name!r}: {path} not found (set paths.benchmarks)")
+        items = []
+        for i, row in enumerate(iter_jsonl(path)):
+            if limit is not None and i >= limit:
+                break
+            question = row.get(self.question_field) or row.get("problem") or row.get("question")
+            if not isinstance(question, str):
+                raise DataError(f"{path}:{i + 1}: no question field {self.question_field!r}")
+            items.append({"idx": i, "question": question, "reference": self.reference(row),
+                          "answer_type": self.answer_type or row.get("answer_type")})
+        return items
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark("math-500", "math-500", "problem", lambda r: str(r["answer"])),
+        Benchmark("minerva_math", "minerva_math", "problem", lambda r: _last_boxed(r["solution"])),
+        Benchmark("gsm8k", "gsm8k", "question", _gsm8k),
+        Benchmark("olympiadbench", "olympiadbench", "question", _olympiad),
+        Benchmark("aime24", "aime24", "problem", lambda r: _number(r["answer"])),
+        Benchmark("amc23", "amc23", "question", lambda r: _number(r["answer"])),
+        Benchmark("theoremqa", "theoremqa", "problem", lambda r: str(r["answer"])),
+    ]
+}
+# The six benchmarks of the paper's main table, in its column order.
+PAPER_BENCHMARKS = ["math-500", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise KeyError(f"eval.benchmarks: unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())

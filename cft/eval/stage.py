@@ -1,0 +1,95 @@
+"""The `eval` stage: generate on each benchmark, extract the final answer, grade, accuracy.
+
+Per-sample progress is appended to eval/<benchmark>.progress.jsonl as batches finish (a
+re-run resumes from it); the graded eval/<benchmark>.jsonl and results.json are written
+atomically at the end.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from cft.critique.store import ResultStore
+from cft.eval.benchmarks import get_benchmark
+from cft.eval.prompts import eval_prompt
+from cft.io import write_json, write_jsonl
+from cft.paths import RunPaths
+
+
+def model_under_test(cfg, paths: RunPaths) -> str:
+    """The trained model of this run when it has one, else `model.path` / the base model."""
+    from cft.train.model import model_source
+
+    if "train" in cfg.stages or (paths.final_model / "config.json").exists():
+        if (paths.final_model / "config.json").exists():
+            return str(paths.final_model)
+        raise FileNotFoundError(f"no trained model at {paths.final_model}; run the train stage")
+    return model_source(cfg.model, cfg.paths.cache)
+
+
+def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None) -> dict:
+    """Evaluate `model_path` on benchmarks; write per-sample JSONL + results into out_dir."""
+    from cft.answers import Grader, Verdict, extract_answer
+
+    benchmarks = list(benchmarks or cfg.eval.benchmarks)
+    limit = cfg.eval.limit if limit is None else limit
+    model = tokenizer = None
+    results = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in benchmarks:
+        bench = get_benchmark(name)
+        items = bench.load(cfg.paths.benchmarks, limit)
+        prompts = [eval_prompt(cfg.model.eval_template, it["question"]) for it in items]
+        progress = out_dir / f"{name}.progress.jsonl"
+        t0 = time.time()
+        with ResultStore(progress) as store:
+            todo = [i for i in range(len(items)) if f"{name}:{i}" not in store]
+            if todo:
+                if cfg.eval.backend == "vllm":
+                    from cft.eval.generate import generate_vllm
+
+                    gen = ((todo[j], text) for j, text in generate_vllm(
+                        model_path, [prompts[i] for i in todo], cfg.eval.max_new_tokens,
+                        cfg.model.trust_remote_code))
+                else:
+                    from cft.eval.generate import generate_transformers
+                    from cft.train.model import load_model, load_tokenizer
+
+                    if model is None:
+                        tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+                        model = load_model(model_path, cfg.model, for_training=False)
+                        import torch
+
+                        if torch.cuda.is_available():
+                            model = model.cuda()
+                    gen = ((todo[j], text) for j, text in generate_transformers(
+                        model, tokenizer, [prompts[i] for i in todo], cfg.eval.max_new_tokens,
+                        cfg.eval.batch_size))
+                for i, text in gen:
+                    store.append({"key": f"{name}:{i}", "completion": text,
+                                  "time": time.time()})
+            completions = [store.get(f"{name}:{i}")["completion"] for i in range(len(items))]
+        gen_s = time.time() - t0
+        extracted = [extract_answer(c, name) for c in completions]
+        with Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers,
+                    checker=cfg.eval.checker) as grader:
+            verdicts = grader.grade([(p, it["reference"], it["answer_type"])
+                                     for p, it in zip(extracted, items)])
+        rows = [{"idx": it["idx"], "question": it["question"], "prompt": pr, "completion": c,
+                 "prediction": p, "reference": it["reference"], "verdict": str(v.value if hasattr(v, "value") else v),
+                 "correct": v == Verdict.EQUAL}
+                for it, pr, c, p, v in zip(items, prompts, completions, extracted, verdicts)]
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
+        counts = Counter(r["verdict"] for r in rows)
+        results[name] = {"accuracy": 100.0 * sum(r["correct"] for r in rows) / max(1, len(rows)),
+                         "n": len(rows), "verdicts": dict(counts),
+                         "timeouts": counts.get("timeout", 0), "generation_s": round(gen_s, 2)}
+    write_json(out_dir / "results.json", {"model": model_path, "benchmarks": results})
+    return results
+
+
+def run(cfg, paths: RunPaths) -> dict:
+    model_path = model_under_test(cfg, paths)
+    results = evaluate(cfg, model_path, paths.eval_dir)
+    return {name: round(r["accuracy"], 2) for name, r in results.items()}

@@ -1,0 +1,112 @@
+"""The run-directory layout, in one place. Stages read and write only through these paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> "RunPaths":
+        return cls(Path(run_dir).resolve())
+
+    # --- bookkeeping -------------------------------------------------------------------
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / "stages"
+
+    def stage_done(self, stage: str) -> Path:
+        """Marker written last by a stage: its outputs are complete for the recorded config."""
+        return self.stages_dir / f"{stage}.done.json"
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "run_info.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    # --- data ------------------------------------------------------------------------------
+    @property
+    def records(self) -> Path:
+        return self.root / "data" / "records.jsonl"
+
+    @property
+    def data_summary(self) -> Path:
+        return self.root / "data" / "summary.json"
+
+    @property
+    def decontam_report(self) -> Path:
+        return self.root / "data" / "decontamination.json"
+
+    # --- critique --------------------------------------------------------------------------
+    @property
+    def critique_dir(self) -> Path:
+        return self.root / "critique"
+
+    @property
+    def critique_cache(self) -> Path:
+        """Append-only shard of raw teacher outputs, keyed by request hash (resumable)."""
+        return self.critique_dir / "cache.jsonl"
+
+    @property
+    def critique_ledger(self) -> Path:
+        return self.critique_dir / "ledger.jsonl"
+
+    @property
+    def critiques(self) -> Path:
+        return self.critique_dir / "critiques.jsonl"
+
+    @property
+    def rejects(self) -> Path:
+        return self.critique_dir / "rejects.jsonl"
+
+    @property
+    def critique_summary(self) -> Path:
+        return self.critique_dir / "summary.json"
+
+    # --- train -----------------------------------------------------------------------------
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def train_examples(self) -> Path:
+        return self.train_dir / "examples.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.train_dir / "checkpoints"
+
+    @property
+    def final_model(self) -> Path:
+        """HF-format weights (safetensors) + tokenizer, loadable by from_pretrained and vLLM."""
+        return self.root / "model"
+
+    # --- eval / report ---------------------------------------------------------------------
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def eval_samples(self, benchmark: str) -> Path:
+        return self.eval_dir / f"{benchmark}.jsonl"
+
+    @property
+    def eval_results(self) -> Path:
+        return self.eval_dir / "results.json"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def results_md(self) -> Path:
+        return self.root / "results.md"

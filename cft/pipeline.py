@@ -1,0 +1,103 @@
+"""Runs the selected stages in order; a stage whose outputs are complete for the same
+config is skipped (so re-running a command resumes), and one whose config changed re-runs.
+
+Each stage depends on named config sections; its fingerprint hashes those sections plus the
+fingerprint of the stage before it, and is written in `stages/<stage>.done.json` after the
+stage's outputs are in place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from cft.config import STAGES, validate
+from cft.io import atomic_open, read_json, write_json
+from cft.paths import RunPaths
+
+log = logging.getLogger("cft")
+
+# Config sections each stage's output depends on (besides the previous stage's output).
+DEPENDS = {
+    "data": ["dataset", "paths.benchmarks"],
+    "critique": ["teacher", "method.target", "method.keep", "seed"],
+    "train": ["model", "method", "seed"],
+    "eval": ["eval", "model.eval_template", "model.path"],
+    "report": [],
+}
+
+
+def stage_fn(stage: str):
+    from importlib import import_module
+
+    module = {"data": "cft.data.stage", "critique": "cft.critique.stage", "train": "cft.train.stage",
+              "eval": "cft.eval.stage", "report": "cft.report.stage"}[stage]
+    return import_module(module).run
+
+
+def fingerprint(cfg: DictConfig, stage: str, upstream: str) -> str:
+    parts = {key: OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
+             if OmegaConf.is_config(OmegaConf.select(cfg, key)) else OmegaConf.select(cfg, key)
+             for key in DEPENDS[stage]}
+    blob = json.dumps({"stage": stage, "upstream": upstream, "config": parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def git_info() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=root, capture_output=True, text=True).stdout.strip())
+        return {"git_sha": sha, "git_dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run cfg.stages into cfg.run_dir; returns a summary per stage. Callable without Hydra."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    validate(cfg, world_size=world_size)
+    paths = RunPaths.of(cfg.run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        with atomic_open(paths.resolved_config) as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(paths.run_info, {**git_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    "world_size": world_size})
+
+    summary, upstream = {}, ""
+    for stage in STAGES:
+        fp = fingerprint(cfg, stage, upstream)
+        upstream = fp
+        if stage not in cfg.stages:
+            continue
+        marker = paths.stage_done(stage)
+        if marker.exists() and read_json(marker).get("fingerprint") == fp:
+            log.info("stage %s: complete (%s), skipped", stage, marker)
+            print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")
+            summary[stage] = read_json(marker).get("summary")
+            continue
+        if marker.exists():
+            print(f"[cft] stage {stage}: config changed since last run, re-running")
+            marker.unlink()
+        print(f"[cft] stage {stage}: running")
+        t0 = time.time()
+        result = stage_fn(stage)(cfg, paths)
+        elapsed = round(time.time() - t0, 2)
+        print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
+        if is_rank_zero():
+            write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
+        summary[stage] = result
+    return summary

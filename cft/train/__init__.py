@@ -1,0 +1,1 @@
+"""Training: method -> (prompt, target) formatting, tokenization with prompt masks, trainer."""

@@ -1,0 +1,67 @@
+"""Model + tokenizer loading: one loaded tokenizer is used everywhere in a run.
+
+(transformers 5 reloads a qwen2 tokenizer directory as Qwen2Tokenizer and swaps its
+pre-tokenizer, so ids can differ from the tokenizer that was trained; we therefore always load
+tokenizers with PreTrainedTokenizerFast from the model directory's tokenizer.json when it
+has one and the model is our own tiny build.)
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+def attn_implementation(requested: str) -> str:
+    """`auto` -> flash_attention_2 when flash-attn is installed and a GPU is present, else sdpa."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def model_source(model_cfg, cache: str) -> str:
+    """Where the base weights live: the HF id / local path, or the cached tiny build."""
+    if model_cfg.init == "random":
+        from omegaconf import OmegaConf
+
+        from cft.train.tiny import build_tiny
+
+        arch = OmegaConf.to_container(model_cfg.arch) if OmegaConf.is_config(model_cfg.arch) else dict(model_cfg.arch)
+        return str(build_tiny(arch, cache))
+    return model_cfg.path
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    tok_file = Path(source) / "tokenizer.json"
+    cfg_file = Path(source) / "tokenizer_config.json"
+    if tok_file.exists() and cfg_file.exists() and '"PreTrainedTokenizerFast"' in cfg_file.read_text():
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: str, model_cfg, for_training: bool = True):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = DTYPES.get(model_cfg.dtype)
+    if dtype is None:
+        raise ValueError(f"model.dtype={model_cfg.dtype!r}; known: {sorted(DTYPES)}")
+    if not torch.cuda.is_available() and dtype == "float16":
+        dtype = "float32"
+    return AutoModelForCausalLM.from_pretrained(
+        source, dtype=getattr(torch, dtype),
+        attn_implementation=attn_implementation(model_cfg.attn_implementation),
+        trust_remote_code=model_cfg.trust_remote_code, use_safetensors=True,
+    )
