@@ -1,0 +1,70 @@
+"""Shared fixtures: Hydra compose, the benchmarks root, a per-session cache for the tiny model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
+
+# Never talk to W&B or a hub from tests.
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """The tiny model is built once per test session (or reused from $CFT_CACHE)."""
+    return Path(os.environ.get("CFT_CACHE") or tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def compose(cache_dir, tmp_path):
+    """compose(["model=tiny", ...]) -> a resolved DictConfig with run_dir in tmp_path."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from cft.config import register_configs
+
+    register_configs()
+
+    def _compose(overrides=(), run_dir: Path | None = None):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.run_dir = str(run_dir or tmp_path / "run")
+            cfg.paths.benchmarks = str(BENCHMARKS)
+            cfg.paths.cache = str(cache_dir)
+            cfg.paths.output_root = str(tmp_path / "outputs")
+        OmegaConf.resolve(cfg)
+        return cfg
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def tiny_source(cache_dir) -> Path:
+    """Directory of the cached tiny model (random Qwen2 + locally trained tokenizer)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from cft.config import register_configs
+    from cft.train.tiny import build_tiny
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["model=tiny"])
+    return build_tiny(OmegaConf.to_container(cfg.model.arch), cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_source):
+    from cft.train.model import load_tokenizer
+
+    return load_tokenizer(str(tiny_source))

@@ -1,0 +1,89 @@
+"""Config composition: every option of every group composes; bad overrides fail naming the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cft.config import ConfigError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = ["model", "dataset", "method", "teacher", "cluster"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_every_yaml_opens_with_a_comment():
+    for path in (ROOT / "conf").rglob("*.yaml"):
+        first = [l for l in path.read_text().splitlines() if not l.startswith("# @package")][0]
+        assert first.startswith("# "), f"{path} does not open with a one-line comment"
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(compose, group):
+    assert options(group), f"conf/{group} is empty"
+    for option in options(group):
+        overrides = [f"{group}={option}"]
+        if group == "dataset" and option == "jsonl":
+            overrides.append("dataset.path=/tmp/x.jsonl")
+        if group == "teacher" and option == "openai":
+            overrides += ["teacher.base_url=http://127.0.0.1:1/v1", "teacher.model=m"]
+        if group == "cluster" and option.startswith("slurm"):
+            overrides += ["hydra.launcher.partition=debug"]
+        cfg = compose(overrides)
+        assert cfg[group].name == option
+        validate(cfg)
+
+
+def test_paper_recipe_for_deepseek_math(compose):
+    cfg = validate(compose(["model=deepseek-math", "method=cft"]))
+    assert cfg.model.path == "deepseek-ai/deepseek-math-7b-base"
+    assert cfg.model.eval_template == "deepseek-math"
+    m = cfg.method
+    assert (m.lr, m.scheduler, m.warmup_ratio, m.global_batch_size, m.epochs, m.cutoff_len, m.bf16) == (
+        5e-6, "cosine", 0.1, 512, 1.0, 2048, True)
+    assert m.grad_accum_steps == 512 // 8
+    assert validate(compose(["model=deepseek-math"]), world_size=8).method.grad_accum_steps == 8
+
+
+def test_tiny_overrides_only_what_cpu_needs(compose):
+    tiny, big = compose(["model=tiny"]), compose(["model=qwen2.5-math-7b"])
+    assert tiny.method.lr != big.method.lr and tiny.method.bf16 is False
+    for key in ("scheduler", "warmup_ratio", "epochs", "target", "keep"):
+        assert tiny.method[key] == big.method[key]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cft.main", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cfg_job_prints_composed_config():
+    out = _cli("model=deepseek-math", "method=cft", "--cfg", "job")
+    assert out.returncode == 0, out.stderr
+    assert "deepseek-ai/deepseek-math-7b-base" in out.stdout and "lr: 5.0e-06" in out.stdout
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("method.lr=abc", "method.lr"),
+    ("model=nope", "model/nope"),
+    ("method.lrr=1", "lrr"),
+    ("eval.limit=many", "eval.limit"),
+])
+def test_bad_override_fails_naming_the_key(override, needle):
+    out = _cli(override, "--cfg", "job")
+    assert out.returncode != 0
+    assert needle in out.stderr
+
+
+def test_validate_names_the_key(compose):
+    with pytest.raises(ConfigError, match="method.global_batch_size"):
+        validate(compose(["model=qwen2.5-7b", "method.global_batch_size=100"]))
+    with pytest.raises(ConfigError, match="method.target"):
+        validate(compose(["method.target=imitation"]))
+    with pytest.raises(ConfigError, match="stages"):
+        validate(compose(["stages=[data,trian]"]))
