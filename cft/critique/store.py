@@ -1,6 +1,6 @@
 """Append-only JSONL result store and cost ledger: durable, resumable, exactly-once.
 
-Each teacher result is appended and flushed as it arrives. A crash can tear only the last
+Each teacher result is appended, flushed and fsynced as it arrives. A crash can tear only the last
 line; on open the torn tail is moved to a `.torn` side file (kept for inspection, never
 silently buried) and the file is truncated to its last complete line.
 """
@@ -14,28 +14,50 @@ from typing import Iterator
 
 
 def _repair_tail(path: Path) -> int:
-    """Truncate a torn last line (no trailing newline or not JSON); return bytes removed."""
+    """Truncate a torn last line (no trailing newline or not JSON); return bytes removed.
+
+    Reads only the file's tail: a 600K-result store is gigabytes.
+    """
     if not path.exists():
         return 0
-    data = path.read_bytes()
-    if not data:
-        return 0
-    cut = len(data)
-    if not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-    else:
-        last_start = data.rfind(b"\n", 0, len(data) - 1) + 1
-        try:
-            json.loads(data[last_start:])
-        except json.JSONDecodeError:
-            cut = last_start
-    if cut == len(data):
-        return 0
-    with open(path.with_suffix(path.suffix + ".torn"), "ab") as side:
-        side.write(data[cut:] + b"\n")
     with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        # Find the start of the last line: the byte after the last newline that is not the
+        # file's final byte.
+        end = size - 1
+        tail = b""
+        pos = size
+        start = 0
+        while pos > 0:
+            step = min(_CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+            nl = tail.rfind(b"\n", 0, end - pos)
+            if nl >= 0:
+                start = pos + nl + 1
+                break
+        f.seek(start)
+        last = f.read(size - start)
+        cut = size
+        if not last.endswith(b"\n"):
+            cut = start
+        else:
+            try:
+                json.loads(last)
+            except json.JSONDecodeError:
+                cut = start
+        if cut == size:
+            return 0
+        with open(path.with_suffix(path.suffix + ".torn"), "ab") as side:
+            side.write(last + (b"" if last.endswith(b"\n") else b"\n"))
         f.truncate(cut)
-    return len(data) - cut
+    return size - cut
+
+
+_CHUNK = 1 << 16
 
 
 class _AppendLog:
@@ -44,14 +66,17 @@ class _AppendLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired_bytes = _repair_tail(self.path)
         self._lock = threading.Lock()
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "ab")
 
-    def _append(self, row: dict) -> None:
-        line = json.dumps(row, ensure_ascii=False) + "\n"
+    def _append(self, row: dict) -> int:
+        """Write one line, flushed and fsynced; return its byte offset."""
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
+            offset = self._f.tell()
             self._f.write(line)
             self._f.flush()
             os.fsync(self._f.fileno())
+        return offset
 
     def close(self) -> None:
         self._f.close()
@@ -70,28 +95,52 @@ class _AppendLog:
 
 
 class ResultStore(_AppendLog):
-    """Teacher outputs keyed by request key; the first result stored for a key wins."""
+    """Teacher outputs keyed by request key; the first result stored for a key wins.
+
+    Holds only key -> byte offset in memory (600K critiques with their metadata are
+    gigabytes); `get` reads the row back from disk.
+    """
 
     def __init__(self, path: str | Path):
         super().__init__(path)
-        self._by_key: dict[str, dict] = {}
-        for row in self.rows():
-            self._by_key.setdefault(row["key"], row)
+        self._offset: dict[str, int] = {}
+        offset = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    self._offset.setdefault(json.loads(line)["key"], offset)
+                offset += len(line)
+        self._reader = open(self.path, "rb")
 
     def __contains__(self, key: str) -> bool:
-        return key in self._by_key
+        return key in self._offset
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self._offset)
 
     def get(self, key: str) -> dict | None:
-        return self._by_key.get(key)
+        offset = self._offset.get(key)
+        if offset is None or offset < 0:
+            return None
+        with self._lock:
+            self._reader.seek(offset)
+            return json.loads(self._reader.readline())
 
     def append(self, result: dict) -> None:
-        if result["key"] in self._by_key:
-            return
-        self._append(result)
-        self._by_key[result["key"]] = result
+        key = result["key"]
+        with self._lock:
+            if key in self._offset:
+                return
+            self._offset[key] = -1  # claimed: a concurrent append of the same key is a no-op
+        try:
+            self._offset[key] = self._append(result)
+        except BaseException:
+            del self._offset[key]
+            raise
+
+    def close(self) -> None:
+        self._reader.close()
+        super().close()
 
 
 class Ledger(_AppendLog):

@@ -5,14 +5,13 @@ state incl. RNG and data position, DeepSpeed/torchrun integration) rather than a
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 from cft.io import read_jsonl, write_jsonl
 from cft.paths import RunPaths
+from cft.tracking import log_metrics
 from cft.train.format import IGNORE_INDEX, example, tokenize
 
 
@@ -60,9 +59,7 @@ def _metrics_callback(metrics_path: Path):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps({"stage": "train", "step": state.global_step,
-                                        "time": time.time(), **logs}) + "\n")
+                log_metrics(metrics_path, {"stage": "train", **logs}, step=state.global_step)
 
     return MetricsJsonl()
 

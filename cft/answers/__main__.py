@@ -1,0 +1,85 @@
+"""Grade a JSONL file of answer pairs: `python -m cft.answers PAIRS.jsonl --out OUT.jsonl`.
+
+Each input line needs `prediction` (string or null) and `reference`; `answer_type` is optional.
+Each output line is the input line plus `verdict` (and `verdict_math_verify` with --compare).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+from cft.answers.grader import CHECKERS, Grader
+from cft.io import DataError, atomic_open
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """The input rows; a bad line raises DataError naming the file and its line number."""
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in ("prediction", "reference") if k not in row]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            rows.append(row)
+    return rows
+
+
+def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
+    start = time.perf_counter()
+    with Grader(timeout=args.timeout, workers=args.workers, checker=checker) as grader:
+        verdicts = grader.grade(((r["prediction"], r["reference"], r.get("answer_type")) for r in rows),
+                                progress=True)
+    seconds = time.perf_counter() - start
+    counts = collections.Counter(v.value for v in verdicts)
+    print(f"[{checker}] " + " ".join(f"{k}={counts[k]}" for k in ("equal", "different", "timeout", "unparsable"))
+          + f"  {len(rows) / max(seconds, 1e-9):.1f} pairs/s ({seconds:.1f}s)")
+    return [v.value for v in verdicts], seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cft.answers", description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", type=Path, help="JSONL with prediction, reference[, answer_type]")
+    parser.add_argument("--out", type=Path, required=True, help="JSONL: the input lines plus `verdict`")
+    parser.add_argument("--checker", choices=CHECKERS, default="cft")
+    parser.add_argument("--compare", action="store_true", help="also run the other checker; list disagreements")
+    parser.add_argument("--timeout", type=float, default=5.0, help="hard per-pair limit in seconds")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    args = parser.parse_args(argv)
+    try:
+        rows = read_pairs(args.pairs)
+    except (DataError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    verdicts, _ = _grade(rows, args.checker, args)
+    other_name = next(c for c in CHECKERS if c != args.checker)
+    others = _grade(rows, other_name, args)[0] if args.compare else None
+    with atomic_open(args.out) as f:
+        for i, row in enumerate(rows):
+            out = {**row, "verdict": verdicts[i]}
+            if others is not None:
+                out[f"verdict_{other_name.replace('-', '_')}"] = others[i]
+            f.write(json.dumps(out, ensure_ascii=False) + "\n")
+    if others is not None:
+        disagree = [i for i in range(len(rows)) if verdicts[i] != others[i]]
+        print(f"{len(disagree)} of {len(rows)} pairs disagree ({args.checker} vs {other_name}):")
+        for i in disagree:
+            print(f"  line {i + 1}: {args.checker}={verdicts[i]} {other_name}={others[i]}  "
+                  f"pred={str(rows[i]['prediction'])[:60]!r} ref={str(rows[i]['reference'])[:60]!r}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

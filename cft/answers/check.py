@@ -1,0 +1,280 @@
+"""Is a predicted final answer equal to the reference? The in-process checker.
+
+Order: normalized strings -> booleans / choice letters -> numbers -> sequences (tuples,
+intervals, unordered answer lists, matrices) elementwise -> symbolic (latex2sympy + sympy).
+
+Rules that differ on purpose from the Qwen2.5-Math / CFT evaluation grader:
+- numbers compare with a relative tolerance of 1e-4; they are never rounded to one decimal
+  (that grader calls 0.04 and 0.01 equal), and two integers must be equal exactly;
+- a percentage rule applies only when a `%` is actually written (that grader accepts 500 for 5);
+- numbers are exact fractions, so `10^{400}` never overflows a float;
+- an answer is parsed whole or not at all: `2^(2^(2))` is unparsable, never read as its prefix 2.
+
+This function can be slow on pathological input (power towers, huge factorials); callers
+that grade model output should use `cft.answers.grader.Grader`, which runs it under a hard
+per-pair timeout in worker processes.
+"""
+from __future__ import annotations
+
+import re
+from enum import Enum
+from fractions import Fraction
+
+from cft.answers.normalize import normalize
+
+REL_TOL = Fraction(1, 10_000)
+MAX_EXPONENT = 10_000  # exact powers of ten beyond this are left to sympy
+
+
+class Verdict(str, Enum):
+    EQUAL = "equal"
+    DIFFERENT = "different"
+    TIMEOUT = "timeout"
+    UNPARSABLE = "unparsable"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_BOOLS = {"true": True, "yes": True, "false": False, "no": False}
+_CHOICE = re.compile(r"^\(?([A-Ja-j])\)?$")
+_INT = r"[-+]?\d+"
+_DEC = r"[-+]?(?:\d+\.?\d*|\.\d+)"
+_SCI = re.compile(
+    rf"^(?P<m>{_DEC})(?:[eE](?P<e>{_INT})|(?:\\times|\*|x)10\^(?:\{{(?P<b>{_INT})\}}|(?P<c>{_INT})))?$"
+)
+_POW10 = re.compile(rf"^10\^(?:\{{(?P<b>{_INT})\}}|(?P<c>\d))$")
+_FRAC = re.compile(rf"^(?P<s>-?)\\frac(?:\{{(?P<a>{_DEC})\}}|(?P<a1>\d))(?:\{{(?P<b>{_DEC})\}}|(?P<b1>\d))$")
+_SLASH = re.compile(rf"^(?P<a>{_DEC})/(?P<b>{_DEC})$")
+_MATRIX = re.compile(r"^\\begin\{([pbvBV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}$", re.DOTALL)
+
+
+def _decimal(text: str) -> Fraction:
+    return Fraction(text.lstrip("+"))
+
+
+def parse_number(s: str) -> tuple[Fraction, bool] | None:
+    """(value, is_integer_literal) when the WHOLE string is a plain number, else None.
+
+    Accepts 12, -3.5, .5, 4.5e33, 4.5\\times10^{33}, 10^{400}, \\frac{1}{2}, 1/2 (after
+    `normalize`, so no spaces). Exact: no float overflow, no rounding.
+    """
+    m = _SCI.match(s)
+    if m:
+        exponent = m.group("e") or m.group("b") or m.group("c")
+        if exponent is None:
+            return _decimal(m.group("m")), re.fullmatch(_INT, m.group("m")) is not None
+        if abs(int(exponent)) > MAX_EXPONENT:
+            return None
+        return _decimal(m.group("m")) * Fraction(10) ** int(exponent), False
+    m = _POW10.match(s)
+    if m:
+        exponent = int(m.group("b") or m.group("c"))
+        if abs(exponent) > MAX_EXPONENT:
+            return None
+        return Fraction(10) ** exponent, exponent >= 0
+    m = _FRAC.match(s) or _SLASH.match(s)
+    if m:
+        groups = m.groupdict()
+        num, den = _decimal(groups.get("a") or groups.get("a1")), _decimal(groups.get("b") or groups.get("b1"))
+        if den == 0:
+            return None
+        value = num / den
+        return (-value if groups.get("s") else value), False
+    return None
+
+
+def numbers_close(a: Fraction, b: Fraction) -> bool:
+    return abs(a - b) <= REL_TOL * max(abs(a), abs(b))
+
+
+def _compare_numbers(pred: str, ref: str) -> Verdict | None:
+    """EQUAL/DIFFERENT when both sides are plain numbers (with `%` rules), else None."""
+    p_pct, r_pct = pred.endswith("%"), ref.endswith("%")
+    p, r = parse_number(pred.removesuffix("%")), parse_number(ref.removesuffix("%"))
+    if p is None or r is None:
+        return None
+    (pv, p_int), (rv, r_int) = p, r
+    candidates = [(pv, rv)]
+    if p_pct != r_pct:  # "50%" vs "0.5": only when a % is written on one side
+        candidates.append((pv / 100, rv) if p_pct else (pv, rv / 100))
+    for a, b in candidates:
+        exact = p_int and r_int and a == pv and b == rv
+        if (a == b) if exact else numbers_close(a, b):
+            return Verdict.EQUAL
+    return Verdict.DIFFERENT
+
+
+def split_top_level(s: str, sep: str = ",") -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    parts.append(s[start:])
+    return parts
+
+
+def _outer_brackets(s: str) -> tuple[str, str, str] | None:
+    """(open, inner, close) if s is one bracketed group like (a,b), [a,b), \\{a,b\\}."""
+    if len(s) < 2 or s[0] not in "([{" or s[-1] not in ")]}":
+        return None
+    depth = 0
+    for i, ch in enumerate(s):
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth == 0 and i < len(s) - 1:
+            return None
+    return s[0], s[1:-1], s[-1]
+
+
+def _matrix_rows(s: str) -> list[list[str]] | None:
+    m = _MATRIX.match(s)
+    if not m:
+        return None
+    return [row.split("&") for row in m.group(2).split("\\\\") if row.strip()]
+
+
+def _combine(verdicts: list[Verdict]) -> Verdict:
+    if any(v == Verdict.DIFFERENT for v in verdicts):
+        return Verdict.DIFFERENT
+    if all(v == Verdict.EQUAL for v in verdicts):
+        return Verdict.EQUAL
+    return Verdict.UNPARSABLE
+
+
+def _compare_sequences(pred: str, ref: str, answer_type: str | None) -> Verdict | None:
+    p_rows, r_rows = _matrix_rows(pred), _matrix_rows(ref)
+    if p_rows is not None or r_rows is not None:
+        if p_rows is None or r_rows is None or [len(r) for r in p_rows] != [len(r) for r in r_rows]:
+            return Verdict.DIFFERENT
+        return _combine([_check_normalized(a, b, None) for pr, rr in zip(p_rows, r_rows) for a, b in zip(pr, rr)])
+    if "\\cup" in ref or "\\cup" in pred:
+        p_parts, r_parts = pred.split("\\cup"), ref.split("\\cup")
+        if len(p_parts) != len(r_parts):
+            return Verdict.DIFFERENT
+        return _combine([_check_normalized(a, b, answer_type) for a, b in zip(p_parts, r_parts)])
+    p_br, r_br = _outer_brackets(pred), _outer_brackets(ref)
+    p_items = split_top_level(p_br[1] if p_br else pred)
+    r_items = split_top_level(r_br[1] if r_br else ref)
+    if len(p_items) == 1 and len(r_items) == 1:
+        if p_br and r_br and (p_br[0], p_br[2]) != (r_br[0], r_br[2]):
+            return None if p_br[0] == "{" or r_br[0] == "{" else Verdict.DIFFERENT
+        return None
+    if len(p_items) != len(r_items):
+        return Verdict.DIFFERENT
+    ordered = bool(r_br and r_br[0] != "{") or bool(p_br and p_br[0] != "{")
+    if ordered:
+        if p_br and r_br and (p_br[0], p_br[2]) != (r_br[0], r_br[2]):
+            return Verdict.DIFFERENT
+        return _combine([_check_normalized(a, b, None) for a, b in zip(p_items, r_items)])
+    # unordered answer lists ("1,3,5", sets): match each reference item to a distinct prediction
+    remaining = list(p_items)
+    verdicts = []
+    for r in r_items:
+        hit = next((p for p in remaining if _check_normalized(p, r, None) == Verdict.EQUAL), None)
+        if hit is None:
+            verdicts.append(Verdict.DIFFERENT)
+            break
+        remaining.remove(hit)
+        verdicts.append(Verdict.EQUAL)
+    return _combine(verdicts)
+
+
+_SIMPLE_LHS = re.compile(r"^(?:[a-zA-Z](?:_\{?\w+\}?)?|[a-zA-Z]\([a-z,]+\))$")
+
+
+def _strip_simple_lhs(s: str) -> str:
+    if s.count("=") == 1:
+        lhs, rhs = s.split("=")
+        if _SIMPLE_LHS.match(lhs):
+            return rhs
+    return s
+
+
+def _to_sympy(s: str):
+    from latex2sympy2_extended import latex2sympy
+
+    try:
+        return latex2sympy(s)
+    except Exception:
+        if "\\" in s:
+            return None
+    from sympy.parsing.sympy_parser import (
+        implicit_multiplication_application, parse_expr, standard_transformations)
+
+    try:
+        return parse_expr(s.replace("^", "**"), evaluate=False,
+                          transformations=standard_transformations + (implicit_multiplication_application,))
+    except Exception:
+        return None
+
+
+def _compare_symbolic(pred: str, ref: str) -> Verdict:
+    import sympy
+
+    a, b = _to_sympy(pred), _to_sympy(ref)
+    if a is None or b is None or not isinstance(a, sympy.Basic) or not isinstance(b, sympy.Basic):
+        return Verdict.UNPARSABLE
+    if isinstance(a, sympy.Eq) or isinstance(b, sympy.Eq):
+        if not (isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq)):
+            return Verdict.DIFFERENT
+        a, b = a.lhs - a.rhs, b.lhs - b.rhs
+        if sympy.simplify(a - b) == 0 or sympy.simplify(a + b) == 0:
+            return Verdict.EQUAL
+    if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
+        return Verdict.EQUAL if a == b else Verdict.DIFFERENT
+    if a == b:
+        return Verdict.EQUAL
+    if not a.free_symbols and not b.free_symbols:
+        av, bv = sympy.N(a, 30), sympy.N(b, 30)
+        if av.is_real and bv.is_real and av.is_finite and bv.is_finite and av.is_number and bv.is_number:
+            return Verdict.EQUAL if abs(av - bv) <= 1e-4 * max(abs(av), abs(bv)) else Verdict.DIFFERENT
+    if sympy.simplify(a - b) == 0:
+        return Verdict.EQUAL
+    if a.equals(b):
+        return Verdict.EQUAL
+    return Verdict.DIFFERENT
+
+
+def _check_normalized(pred: str, ref: str, answer_type: str | None) -> Verdict:
+    if pred == ref:
+        return Verdict.EQUAL
+    if not pred or not ref:
+        return Verdict.DIFFERENT if pred or ref else Verdict.EQUAL
+    if pred.lower() == ref.lower() and re.fullmatch(r"[A-Za-z ]+", ref):
+        return Verdict.EQUAL
+    if ref.lower() in _BOOLS:
+        return Verdict.EQUAL if _BOOLS.get(pred.lower()) == _BOOLS[ref.lower()] else Verdict.DIFFERENT
+    ref_choice = _CHOICE.match(ref)
+    if ref_choice and not ref_choice.group(1).lower() in "e":
+        pred_choice = _CHOICE.match(pred)
+        if pred_choice:
+            return Verdict.EQUAL if pred_choice.group(1).lower() == ref_choice.group(1).lower() else Verdict.DIFFERENT
+    verdict = _compare_numbers(pred, ref)
+    if verdict is not None:
+        return verdict
+    verdict = _compare_sequences(pred, ref, answer_type)
+    if verdict is not None:
+        return verdict
+    p, r = _strip_simple_lhs(pred), _strip_simple_lhs(ref)
+    if p != pred or r != ref:
+        return _check_normalized(p, r, answer_type)
+    return _compare_symbolic(pred, ref)
+
+
+def check(prediction: str | None, reference: str, answer_type: str | None = None) -> Verdict:
+    """Verdict on `prediction` against `reference` (see the module docstring for the rules).
+
+    A missing prediction is UNPARSABLE; an answer that cannot be parsed whole is UNPARSABLE
+    (when it is not already equal as a string). `answer_type` (OlympiadBench's `Numerical`,
+    `Interval`, ...) is accepted for callers that have it; the rules above do not need it yet.
+    """
+    if prediction is None:
+        return Verdict.UNPARSABLE
+    ref = normalize(str(reference))
+    pred = normalize(str(prediction), is_prediction="=" not in ref)
+    return _check_normalized(pred, ref, answer_type)

@@ -1,0 +1,223 @@
+"""Grade many (prediction, reference) pairs in worker processes with a hard per-pair timeout.
+
+Why not reuse a library's grader:
+- math-verify bounds its work with `signal.alarm`, which only works on the main thread of the
+  main process and cannot stop C-level big-integer work (`5^{5^{5^5}}`, `1000000!`);
+- the Qwen2.5-Math / CFT evaluation grader rounds numbers to one decimal (0.04 == 0.01),
+  accepts 500 for 5 through a percent rule, overflows on `10^{400}`, and runs serially.
+
+Here every check runs in a worker process. A worker that overruns its deadline is SIGKILLed and
+replaced, its pair gets `Verdict.TIMEOUT`, and the batch goes on. An exception inside a check is
+`Verdict.UNPARSABLE`; a worker that dies is replaced and its pair is UNPARSABLE too. Workers are
+forked from a forkserver that has already imported and warmed up sympy and latex2sympy, so a
+replacement costs milliseconds, and a worker's deadline starts only once it is ready.
+"""
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Iterable
+
+from cft.answers.check import Verdict
+from cft.answers.normalize import normalize
+
+CHECKERS = ("cft", "math-verify")
+_READY = "ready"
+_START_TIMEOUT_S = 120.0
+
+
+def _checker(name: str):
+    if name == "cft":
+        from cft.answers.check import check
+        return check
+    if name == "math-verify":
+        from cft.answers.mathverify import check_math_verify
+        return check_math_verify
+    raise ValueError(f"checker={name!r}: expected one of {CHECKERS}")
+
+
+def _serve(conn: Connection, checker: str, memory_mb: int | None) -> None:
+    """Worker loop: receive (index, pred, ref, answer_type), send back (index, verdict)."""
+    if memory_mb:
+        import resource
+        limit = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    check = _checker(checker)
+    from cft.answers import _warm  # noqa: F401  (no-op when the forkserver preloaded it)
+    conn.send(_READY)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if task is None:
+            return
+        index, pred, ref, answer_type = task
+        try:
+            verdict = Verdict(check(pred, ref, answer_type)).value
+        except MemoryError:
+            verdict = Verdict.TIMEOUT.value  # out of its memory budget: a resource limit, like time
+        except BaseException:  # a checker bug or RecursionError must never escape a check
+            verdict = Verdict.UNPARSABLE.value
+        conn.send((index, verdict))
+
+
+class _Worker:
+    def __init__(self, ctx, checker: str, memory_mb: int | None):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, checker, memory_mb), daemon=True)
+        self.proc.start()
+        child.close()
+        self.started = time.monotonic()
+        self.ready = False
+        self.task: int | None = None
+        self.deadline = float("inf")
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
+class Grader:
+    """`Grader(timeout, workers, checker).grade(pairs)` -> one `Verdict` per pair, in input order.
+
+    `pairs` yields (prediction, reference, answer_type). `checker` is "cft" (`cft.answers.check`)
+    or "math-verify" (its parse/verify with their signal timeouts off; ours applies).
+    `stats` counts verdicts plus `fast_path`, `killed` and `crashed` over the Grader's life;
+    `durations` holds the seconds each pair of the last batch took (0 on the fast path).
+    """
+
+    def __init__(self, timeout: float = 5.0, workers: int | None = None, checker: str = "cft",
+                 memory_mb: int | None = 4096):
+        if checker not in CHECKERS:
+            raise ValueError(f"checker={checker!r}: expected one of {CHECKERS}")
+        self.timeout = float(timeout)
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.checker = checker
+        self.memory_mb = memory_mb
+        self.stats: collections.Counter = collections.Counter()
+        self.durations: list[float] = []
+        self._pool: list[_Worker] = []
+        self._ctx = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "Grader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self._pool:
+            if w.task is None and w.proc.is_alive():
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+            w.proc.join(timeout=1.0)
+            w.kill()
+        self._pool = []
+
+    def _spawn(self) -> _Worker:
+        if self._ctx is None:
+            self._ctx = mp.get_context("forkserver")
+            self._ctx.set_forkserver_preload(["cft.answers._warm"])
+        return _Worker(self._ctx, self.checker, self.memory_mb)
+
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self._pool[self._pool.index(w)] = self._spawn()
+
+    # -- grading -----------------------------------------------------------------------------
+    def _fast(self, pred, ref) -> Verdict | None:
+        if pred is None:
+            return Verdict.UNPARSABLE
+        if self.checker != "cft":
+            return None
+        try:
+            ref_n = normalize(str(ref))
+            if normalize(str(pred), is_prediction="=" not in ref_n) == ref_n:
+                return Verdict.EQUAL
+        except Exception:
+            pass
+        return None
+
+    def grade(self, pairs: Iterable[tuple], progress: bool = False) -> list[Verdict]:
+        tasks = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in pairs]
+        results: list[Verdict | None] = [None] * len(tasks)
+        self.durations = [0.0] * len(tasks)
+        queue = collections.deque()
+        for i, (pred, ref, _) in enumerate(tasks):
+            fast = self._fast(pred, ref)
+            if fast is None:
+                queue.append(i)
+            else:
+                results[i] = fast
+                self.stats["fast_path"] += 1
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(tasks), initial=len(tasks) - len(queue), unit="pair", desc=f"grade[{self.checker}]")
+        if queue:
+            while len(self._pool) < min(self.workers, len(queue)):
+                self._pool.append(self._spawn())
+            self._run(tasks, queue, results, bar)
+        if bar is not None:
+            bar.close()
+        for v in results:
+            self.stats[v.value] += 1
+        return results  # type: ignore[return-value]
+
+    def _run(self, tasks, queue, results, bar) -> None:
+        dispatched: dict[int, float] = {}
+        busy = 0
+        while queue or busy:
+            for w in self._pool:
+                if w.ready and w.task is None and queue:
+                    i = queue.popleft()
+                    w.task, dispatched[i] = i, time.monotonic()
+                    w.deadline = dispatched[i] + self.timeout
+                    w.conn.send((i, *tasks[i]))
+                    busy += 1
+            now = time.monotonic()
+            next_deadline = min(w.deadline if w.ready else w.started + _START_TIMEOUT_S for w in self._pool)
+            for conn in wait([w.conn for w in self._pool], timeout=max(0.0, next_deadline - now)):
+                w = next(w for w in self._pool if w.conn is conn)
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):  # the worker died (segfault, OOM kill)
+                    if w.task is not None:
+                        self._finish(w.task, Verdict.UNPARSABLE, dispatched, results, bar)
+                        busy -= 1
+                    elif not w.ready:
+                        raise RuntimeError(f"grader worker failed to start (exit code {w.proc.exitcode})")
+                    self.stats["crashed"] += 1
+                    self._replace(w)
+                    continue
+                if msg == _READY:
+                    w.ready = True
+                    continue
+                index, verdict = msg
+                w.task, w.deadline = None, float("inf")
+                busy -= 1
+                self._finish(index, Verdict(verdict), dispatched, results, bar)
+            now = time.monotonic()
+            for w in list(self._pool):
+                if w.task is not None and now >= w.deadline:
+                    self._finish(w.task, Verdict.TIMEOUT, dispatched, results, bar)
+                    busy -= 1
+                    self.stats["killed"] += 1
+                    self._replace(w)
+                elif not w.ready and now >= w.started + _START_TIMEOUT_S:
+                    raise RuntimeError(f"grader worker not ready after {_START_TIMEOUT_S:.0f}s")
+
+    def _finish(self, index, verdict, dispatched, results, bar) -> None:
+        results[index] = verdict
+        self.durations[index] = time.monotonic() - dispatched[index]
+        if bar is not None:
+            bar.update(1)
