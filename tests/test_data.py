@@ -1,0 +1,97 @@
+"""Record normalization: CHAMP, hub schemas from local files, user JSONL; decontamination."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from cft.data.loaders import load_records
+from cft.data.record import RIGHT, UNKNOWN, WRONG
+from cft.io import DataError
+
+
+def test_champ_records_are_real_noisy_responses_of_known_origin(compose):
+    cfg = compose(["dataset=champ", "dataset.noisy_models=[GPT-4,GPT-3.5]"])
+    records = list(load_records(cfg.dataset))
+    # 270 problems x 2 models x 1 prompt (0-Shot), minus truncated conversations.
+    assert 500 <= len(records) <= 540
+    assert {r.noisy_source for r in records} == {"champ:GPT-4|0-Shot", "champ:GPT-3.5|0-Shot"}
+    first = next(r for r in records if r.id == "P_Combinatorics_1|GPT-3.5|0-Shot")
+    assert first.reference_answer == "239"
+    assert first.question.startswith("Let a string consist of digit 1, 2, 3.")
+    assert "29" in first.extra["summary"] and first.response_correct == WRONG
+    verdicts = Counter(r.response_correct for r in records)
+    assert verdicts[RIGHT] > 0 and verdicts[WRONG] > 0 and verdicts[UNKNOWN] > 0
+
+
+def test_champ_unknown_model_names_the_key(compose):
+    cfg = compose(["dataset.noisy_models=[GPT-5]"])
+    with pytest.raises(DataError, match="dataset.noisy_models"):
+        list(load_records(cfg.dataset))
+
+
+WEBINSTRUCT_ROWS = [
+    {"instruction": "Please critique whether the following solution to the question is correct.",
+     "input": "Question:\nWhat is 2+2?\n\nSolution:\n2+2=5.",
+     "output": "The addition is wrong; 2+2=4.\nConclusion: wrong [END]"},
+    {"instruction": "Please critique whether the following solution to the question is correct.",
+     "input": "Question:\nSolve x+1=3.\n\nSolution:\nx=2.",
+     "output": "Correct.\nConclusion: right [END]"},
+]
+
+
+def test_webinstruct_cft_schema_from_local_parquet(compose, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(WEBINSTRUCT_ROWS), path)
+    cfg = compose(["dataset=webinstruct-cft-50k", f"dataset.path={path}"])
+    assert cfg.dataset.hf_path == "TIGER-Lab/WebInstruct-CFT" and cfg.dataset.hf_config == "WebInstruct-CFT-50K"
+    records = list(load_records(cfg.dataset))
+    assert [r.question for r in records] == ["What is 2+2?", "Solve x+1=3."]
+    assert [r.noisy_response for r in records] == ["2+2=5.", "x=2."]
+    assert records[0].released_critique.endswith("Conclusion: wrong [END]")
+    assert [r.extra["released_verdict"] for r in records] == ["wrong", "right"]
+
+
+def test_malformed_jsonl_names_file_and_line(compose, tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"question": "q", "response": "r"}) + "\n{not json\n")
+    cfg = compose(["dataset=jsonl", f"dataset.path={path}"])
+    with pytest.raises(DataError, match=rf"{path.name}:2"):
+        list(load_records(cfg.dataset))
+    path.write_text(json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(DataError, match=rf"{path.name}:1.*response"):
+        list(load_records(cfg.dataset))
+
+
+def test_user_jsonl_checks_responses_against_answers(compose, tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": "1+1?", "response": "So $\\boxed{2}$.", "answer": "2"},
+            {"question": "1+2?", "response": "So $\\boxed{4}$.", "answer": "3"},
+            {"question": "?", "response": "no idea"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = list(load_records(compose(["dataset=jsonl", f"dataset.path={path}"]).dataset))
+    assert [r.response_correct for r in records] == [RIGHT, WRONG, UNKNOWN]
+
+
+def test_decontamination_catches_planted_benchmark_questions(tmp_path):
+    from conftest import BENCHMARKS
+    from cft.data.decontam import decontamination_report
+
+    math500 = [json.loads(l) for l in (BENCHMARKS / "math-500" / "test.jsonl").open()]
+    gsm8k = [json.loads(l) for l in (BENCHMARKS / "gsm8k" / "test.jsonl").open()]
+    clean = [{"id": f"clean-{i}", "question": q} for i, q in enumerate([
+        "Let a string consist of digit 1, 2, 3. How many such strings of length 6 have adjacent "
+        "digit differing by less than or equal to 1?",
+        "Find all primes p such that p^2 + 2 is also prime, and prove there are no others.",
+    ])]
+    planted = [{"id": "planted-math", "question": "Solve this: " + math500[17]["problem"]},
+               {"id": "planted-gsm8k", "question": gsm8k[3]["question"].upper()}]
+    report = decontamination_report(clean + planted, BENCHMARKS, n=8)
+    assert {f["id"] for f in report["flagged"]} == {"planted-math", "planted-gsm8k"}
+    hit = next(f for f in report["flagged"] if f["id"] == "planted-gsm8k")
+    assert ["gsm8k", 3] in hit["matches"]
+    assert report["benchmarks_scanned"]["math-500"] == 500
