@@ -31,6 +31,10 @@ class ModelConfig:
     trust_remote_code: bool = False
     per_device_batch_size: int = 8
     gradient_checkpointing: bool = True
+    # Padding-free packing: a micro-batch is one row of concatenated samples, positions restart
+    # per sample so no token attends across samples (cft/train/packing.py). Falls back to padded
+    # batches (with a log line) for attention kernels that cannot mask packed rows.
+    packing: bool = True
 
 
 @dataclass
@@ -70,6 +74,11 @@ class MethodConfig:
     max_steps: int = -1
     cutoff_len: int = 2048
     bf16: bool = True
+    max_grad_norm: float = 1.0
+    # Full-state checkpoints (train/checkpoints/checkpoint-N): every save_steps optimizer steps,
+    # keeping the newest save_total_limit complete ones. 0 = twice per run (max_steps / 2) or 500.
+    save_steps: int = 0
+    save_total_limit: int = 2
     # Derived in validate(): global_batch_size / (world_size * per_device_batch_size).
     grad_accum_steps: int = 0
 
@@ -104,6 +113,24 @@ class TeacherConfig:
 
 
 @dataclass
+class DeepSpeedConfig:
+    """ZeRO settings; the DeepSpeed JSON is generated from the composed config
+    (cft/train/deepspeed.py) so batch sizes and precision can never disagree with the Trainer."""
+    name: str = "none"
+    # 0 = DeepSpeed off (plain DDP / single process); 2 or 3 = ZeRO stage.
+    stage: int = 0
+    # none | cpu: ZeRO-Offload of optimizer state (stage 2/3) and parameters (stage 3 only).
+    offload_optimizer: str = "none"
+    offload_param: str = "none"
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+    reduce_bucket_size: int = 500_000_000
+    allgather_bucket_size: int = 500_000_000
+    # ZeRO-3: gather full 16-bit weights at save so model/ holds plain HF safetensors.
+    stage3_gather_16bit_weights_on_model_save: bool = True
+
+
+@dataclass
 class ClusterConfig:
     name: str = "local"
     # Processes per node for torch.distributed (1 = plain single process).
@@ -125,6 +152,10 @@ class EvalConfig:
     # Evaluate every saved checkpoint on select_benchmark and use the best for the final eval.
     select_checkpoint: bool = False
     select_benchmark: str = "math-500"
+    select_limit: Optional[int] = None
+    # Critic evaluation of a CFT model on held-out CHAMP (question, response) pairs.
+    critic: bool = False
+    critic_limit: Optional[int] = 64
 
 
 @dataclass
@@ -150,6 +181,7 @@ class CFTConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -196,6 +228,11 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "eval.backend", ("transformers", "vllm"))
     _choice(cfg, "eval.checker", ("cft", "math-verify"))
     _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
+    _choice(cfg, "deepspeed.stage", (0, 2, 3))
+    _choice(cfg, "deepspeed.offload_optimizer", ("none", "cpu"))
+    _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))
+    if cfg.deepspeed.offload_param != "none" and cfg.deepspeed.stage != 3:
+        raise ConfigError("deepspeed.offload_param needs deepspeed.stage=3 (ZeRO-3 partitions parameters)")
     if cfg.model.init == "pretrained" and not cfg.model.path:
         raise ConfigError("model.path is empty: set a HF id or a local checkpoint directory")
     per_step = world_size * cfg.model.per_device_batch_size

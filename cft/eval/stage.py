@@ -28,7 +28,18 @@ def model_under_test(cfg, paths: RunPaths) -> str:
     return model_source(cfg.model, cfg.paths.cache)
 
 
-def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None) -> dict:
+def _load(cfg, model_path: str, tokenizer_path: str | None = None):
+    import torch
+
+    from cft.train.model import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.trust_remote_code)
+    model = load_model(model_path, cfg.model, for_training=False)
+    return (model.cuda() if torch.cuda.is_available() else model), tokenizer
+
+
+def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
+             tokenizer_path: str | None = None) -> dict:
     """Evaluate `model_path` on benchmarks; write per-sample JSONL + results into out_dir."""
     from cft.answers import Grader, Verdict, extract_answer
 
@@ -54,15 +65,9 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None) -
                         cfg.model.trust_remote_code))
                 else:
                     from cft.eval.generate import generate_transformers
-                    from cft.train.model import load_model, load_tokenizer
 
                     if model is None:
-                        tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-                        model = load_model(model_path, cfg.model, for_training=False)
-                        import torch
-
-                        if torch.cuda.is_available():
-                            model = model.cuda()
+                        model, tokenizer = _load(cfg, model_path, tokenizer_path)
                     gen = ((todo[j], text) for j, text in generate_transformers(
                         model, tokenizer, [prompts[i] for i in todo], cfg.eval.max_new_tokens,
                         cfg.eval.batch_size))
@@ -89,7 +94,49 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None) -
     return results
 
 
+def checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
+    """Saved training checkpoints (complete ones: they hold weights), by step."""
+    found = []
+    for d in paths.checkpoints.glob("checkpoint-*") if paths.checkpoints.exists() else []:
+        if d.name.split("-")[-1].isdigit() and (d / "config.json").exists() and any(d.glob("*.safetensors")):
+            found.append((int(d.name.split("-")[-1]), d))
+    return sorted(found)
+
+
+def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
+    """Evaluate every saved checkpoint on eval.select_benchmark and pick the best, as the paper
+    does with MATH-500. Ties go to the later step. Written to eval/selection.json."""
+    candidates = checkpoints(paths)
+    if not candidates:
+        raise FileNotFoundError(f"eval.select_checkpoint=true but no checkpoints in {paths.checkpoints}")
+    curve = []
+    for step, path in candidates:
+        res = evaluate(cfg, str(path), paths.eval_dir / "selection" / f"checkpoint-{step}",
+                       benchmarks=[cfg.eval.select_benchmark], limit=cfg.eval.select_limit,
+                       tokenizer_path=tokenizer_path)
+        curve.append({"step": step, "path": str(path),
+                      "accuracy": res[cfg.eval.select_benchmark]["accuracy"]})
+    best = max(curve, key=lambda c: (c["accuracy"], c["step"]))
+    selection = {"benchmark": cfg.eval.select_benchmark, "curve": curve, "best": best}
+    write_json(paths.eval_dir / "selection.json", selection)
+    return selection
+
+
 def run(cfg, paths: RunPaths) -> dict:
-    model_path = model_under_test(cfg, paths)
-    results = evaluate(cfg, model_path, paths.eval_dir)
-    return {name: round(r["accuracy"], 2) for name, r in results.items()}
+    model_path = tokenizer_path = model_under_test(cfg, paths)
+    summary: dict = {}
+    if cfg.eval.select_checkpoint:
+        selection = select_checkpoint(cfg, paths, tokenizer_path)
+        model_path = selection["best"]["path"]
+        summary["selected_step"] = selection["best"]["step"]
+    results = evaluate(cfg, model_path, paths.eval_dir, tokenizer_path=tokenizer_path)
+    summary.update({name: round(r["accuracy"], 2) for name, r in results.items()})
+    if cfg.eval.critic:
+        from cft.eval.critic import evaluate_critic
+        from cft.io import read_jsonl
+
+        trained_on = {r["id"] for r in read_jsonl(paths.records)} if paths.records.exists() else set()
+        model, tokenizer = _load(cfg, model_path, tokenizer_path)
+        critic = evaluate_critic(cfg, model, tokenizer, paths.eval_dir, trained_on)
+        summary["critic_accuracy"] = critic["accuracy"]
+    return summary

@@ -1,0 +1,60 @@
+"""Critic evaluation (beyond the paper's tables): does a CFT model's `Conclusion:` verdict
+match the ground-truth correctness of a response it has not trained on?
+
+Held-out pairs are CHAMP (question, response) pairs whose id is not among the run's training
+records and whose correctness the answer checker decided (right or wrong; never unknown).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from cft.critique.verdict import parse_verdict
+from cft.io import write_json, write_jsonl
+from cft.train.format import cft_prompt, render
+
+
+def heldout_pairs(cfg, exclude_ids: set[str], limit: int | None) -> list[dict]:
+    from omegaconf import OmegaConf
+
+    from cft.data.loaders import load_records
+
+    champ = OmegaConf.create({"name": "champ", "loader": "champ",
+                              "noisy_models": ["GPT-3.5", "GPT-4", "GPT-4 Turbo", "PaLM 2 Medium"],
+                              "noisy_prompts": ["0-Shot"]})
+    pairs = [r.to_dict() for r in load_records(champ)
+             if r.id not in exclude_ids and r.response_correct in ("right", "wrong")]
+    random.Random(cfg.seed).shuffle(pairs)
+    if limit is not None:
+        # Balanced, so that "always say wrong" cannot score well.
+        by = {v: [p for p in pairs if p["response_correct"] == v] for v in ("right", "wrong")}
+        pairs = by["right"][: limit // 2] + by["wrong"][: limit - limit // 2]
+    return pairs
+
+
+def critic_metrics(rows: list[dict]) -> dict:
+    n = len(rows)
+    correct = sum(r["verdict"] == r["truth"] for r in rows)
+    tp = sum(r["verdict"] == "wrong" and r["truth"] == "wrong" for r in rows)
+    said_wrong = sum(r["verdict"] == "wrong" for r in rows)
+    is_wrong = sum(r["truth"] == "wrong" for r in rows)
+    return {"n": n, "accuracy": 100.0 * correct / n if n else None,
+            "precision_wrong": tp / said_wrong if said_wrong else None,
+            "recall_wrong": tp / is_wrong if is_wrong else None,
+            "no_verdict": sum(r["verdict"] is None for r in rows)}
+
+
+def evaluate_critic(cfg, model, tokenizer, out_dir: Path, exclude_ids: set[str]) -> dict:
+    from cft.eval.generate import generate_transformers
+
+    pairs = heldout_pairs(cfg, exclude_ids, cfg.eval.critic_limit)
+    prompts = [render({"prompt": cft_prompt(p["question"], p["noisy_response"]), "target": ""},
+                      cfg.model.train_template)[0] for p in pairs]
+    completions = dict(generate_transformers(model, tokenizer, prompts, cfg.eval.max_new_tokens,
+                                             cfg.eval.batch_size))
+    rows = [{"id": p["id"], "truth": p["response_correct"], "critique": completions[i],
+             "verdict": parse_verdict(completions[i])} for i, p in enumerate(pairs)]
+    write_jsonl(out_dir / "critic.jsonl", rows)
+    metrics = critic_metrics(rows)
+    write_json(out_dir / "critic.json", metrics)
+    return metrics

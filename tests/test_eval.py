@@ -1,0 +1,83 @@
+"""Checkpoint selection and critic evaluation on tiny models."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from cft.eval.prompts import eval_prompt
+from cft.paths import RunPaths
+
+
+def overfit(source, out_dir, pairs, steps=80):
+    """Train the tiny model to answer `pairs` (prompt -> target) exactly: the 'better' checkpoint."""
+    import torch
+
+    from cft.train.model import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(str(source))
+    model = AutoModelForCausalLM.from_pretrained(source)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = []
+    for prompt, target in pairs:
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        t = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        batch.append((torch.tensor([p + t]), torch.tensor([[-100] * len(p) + t])))
+    torch.manual_seed(0)
+    for _ in range(steps):
+        for ids, labels in batch:
+            loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.save_pretrained(out_dir)
+    return loss.item()
+
+
+def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, tmp_path):
+    from cft.eval.benchmarks import get_benchmark
+    from cft.eval.stage import run
+
+    cfg = compose(["stages=[eval]", "eval.select_checkpoint=true", "eval.select_benchmark=gsm8k",
+                   "eval.select_limit=2", "eval.benchmarks=[gsm8k]", "eval.limit=2",
+                   "eval.critic=false", "eval.max_new_tokens=24"])
+    paths = RunPaths.of(cfg.run_dir)
+    items = get_benchmark("gsm8k").load(cfg.paths.benchmarks, 2)
+    pairs = [(eval_prompt("qwen25-math-cot", it["question"]), f"The answer is $\\boxed{{{it['reference']}}}$.")
+             for it in items]
+    for step in (10, 30):
+        (paths.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        shutil.copy(tiny_source / "config.json", paths.checkpoints / f"checkpoint-{step}")
+        shutil.copy(tiny_source / "model.safetensors", paths.checkpoints / f"checkpoint-{step}")
+    assert overfit(tiny_source, paths.checkpoints / "checkpoint-20", pairs) < 0.05
+    (paths.checkpoints / "checkpoint-40").mkdir()  # a checkpoint killed mid-write: no weights
+
+    summary = run(cfg, paths)
+
+    assert summary["selected_step"] == 20
+    selection = __import__("json").loads((paths.eval_dir / "selection.json").read_text())
+    assert [c["step"] for c in selection["curve"]] == [10, 20, 30]
+    assert [c["accuracy"] for c in selection["curve"]] == [0.0, 100.0, 0.0]
+    assert summary["gsm8k"] == 100.0  # the final eval used the selected checkpoint
+
+
+def test_critic_metrics_precision_recall():
+    from cft.eval.critic import critic_metrics
+
+    rows = [{"verdict": "wrong", "truth": "wrong"}, {"verdict": "wrong", "truth": "right"},
+            {"verdict": "right", "truth": "right"}, {"verdict": None, "truth": "wrong"}]
+    m = critic_metrics(rows)
+    assert m["accuracy"] == 50.0 and m["precision_wrong"] == 0.5 and m["recall_wrong"] == 0.5
+    assert m["no_verdict"] == 1
+
+
+def test_critic_heldout_pairs_exclude_training_ids_and_are_balanced(compose):
+    from cft.eval.critic import heldout_pairs
+
+    cfg = compose([])
+    first = heldout_pairs(cfg, set(), 20)
+    again = heldout_pairs(cfg, {first[0]["id"]}, 20)
+    assert first[0]["id"] not in {p["id"] for p in again}
+    truths = [p["response_correct"] for p in again]
+    assert truths.count("right") == 10 and truths.count("wrong") == 10
