@@ -95,3 +95,15 @@ def test_decontamination_catches_planted_benchmark_questions(tmp_path):
     hit = next(f for f in report["flagged"] if f["id"] == "planted-gsm8k")
     assert ["gsm8k", 3] in hit["matches"]
     assert report["benchmarks_scanned"]["math-500"] == 500
+
+
+def test_generated_noisy_responses_record_their_generator(compose):
+    from cft.data.generated import generate_noisy_responses
+
+    cfg = compose(["dataset.noisy_generator=tiny", "dataset.noisy_max_new_tokens=8"])
+    records = list(load_records(cfg.dataset))[:12]
+    out = generate_noisy_responses(records, cfg.dataset, cfg.paths.cache)
+    assert len(out) == len({r.question for r in records})  # one response per distinct question
+    assert all(r.noisy_source == "generated:tiny" and r.extra["generator"] == "tiny" for r in out)
+    assert all(isinstance(r.noisy_response, str) for r in out)
+    assert all(r.response_correct in (RIGHT, WRONG, UNKNOWN) for r in out)

@@ -10,7 +10,12 @@ from cft.paths import RunPaths
 
 
 def run(cfg, paths: RunPaths) -> dict:
-    records = [r.to_dict() for r in load_records(cfg.dataset)]
+    loaded = list(load_records(cfg.dataset))
+    if cfg.dataset.noisy_generator:
+        from cft.data.generated import generate_noisy_responses
+
+        loaded = generate_noisy_responses(loaded, cfg.dataset, cfg.paths.cache)
+    records = [r.to_dict() for r in loaded]
     if not records:
         raise ValueError(f"dataset {cfg.dataset.name!r} produced no records; check dataset.* keys")
     if cfg.dataset.limit is not None and len(records) > cfg.dataset.limit:
