@@ -94,8 +94,9 @@ class TeacherConfig:
     name: str = MISSING
     # reference | openai | vllm | released (cft/critique/teachers.py)
     backend: str = MISSING
-    model: str = ""
-    base_url: Optional[str] = None
+    model: str = MISSING
+    # OpenAI-compatible endpoint; null = OpenAI's default. `???` in conf/teacher/openai.yaml.
+    base_url: Optional[str] = MISSING
     # Name of the environment variable holding the key; the key itself never enters a config.
     api_key_env: str = "OPENAI_API_KEY"
     prompt: str = "critique-v1"
@@ -239,6 +240,10 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))
     if cfg.deepspeed.offload_param != "none" and cfg.deepspeed.stage != 3:
         raise ConfigError("deepspeed.offload_param needs deepspeed.stage=3 (ZeRO-3 partitions parameters)")
+    if "critique" in cfg.stages and cfg.teacher.backend in ("openai", "vllm"):
+        for key in ("model", "base_url"):  # `???` in the YAML: fails here, naming the key
+            if OmegaConf.is_missing(cfg.teacher, key):
+                raise ConfigError(f"teacher.{key} is required for teacher={cfg.teacher.name} (set teacher.{key}=...)")
     if cfg.model.init == "pretrained" and not cfg.model.path:
         raise ConfigError("model.path is empty: set a HF id or a local checkpoint directory")
     per_step = world_size * cfg.model.per_device_batch_size

@@ -98,7 +98,10 @@ class FakeOpenAI:
             if token != o.api_key:
                 self.faults["401"] += 1
                 return _error(401, f"Incorrect API key provided: {token}.", "invalid_request_error")
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ConnectionResetError:  # the client went away (a SIGKILL test): nothing to answer
+            return web.Response(status=499)
         messages = body["messages"]
         h = body_hash(body["model"], messages, body.get("temperature", 1.0),
                       body.get("top_p", 1.0), body.get("max_tokens", 16))

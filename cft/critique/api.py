@@ -127,6 +127,12 @@ class OpenAITeacher:
         self.progress = progress
         if not cfg.model:
             raise TeacherError("teacher.model is empty: set the model name the endpoint serves")
+        # conf/teacher/openai.yaml marks base_url `???`, but OmegaConf keeps the schema's
+        # default (None) when merging a missing value, so the requirement is checked here:
+        # without it a local model name (and the key) would go to api.openai.com.
+        if cfg.name == "openai" and not cfg.base_url:
+            raise TeacherError("teacher=openai needs teacher.base_url=http://HOST:PORT/v1 "
+                               "(use teacher=gpt-4o or gpt-4o-mini for the OpenAI API)")
         if int(cfg.max_attempts) < 1 or int(cfg.concurrency) < 1:
             raise TeacherError("teacher.max_attempts and teacher.concurrency must be >= 1")
 
@@ -180,6 +186,7 @@ class OpenAITeacher:
         bar = tqdm(total=len(pending), desc=f"teacher {cfg.model}", unit="req",
                    disable=not self.progress, mininterval=1.0, dynamic_ncols=True)
         fatal: list[BaseException] = []
+        stop = asyncio.Event()
         tasks: set[asyncio.Task] = set()
 
         async def item(req: Request) -> None:
@@ -188,6 +195,7 @@ class OpenAITeacher:
                                  api_key, stats)
             except Exception as e:  # noqa: BLE001 - re-raised below, after in-flight work settles
                 fatal.append(e)
+                stop.set()
             finally:
                 window.release()
                 bar.update(1)
@@ -202,8 +210,12 @@ class OpenAITeacher:
                 task = asyncio.create_task(item(req))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            while tasks and not fatal:
-                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+            if tasks and not fatal:
+                # Wait for all items, or for the first fatal error, whichever comes first.
+                everything = asyncio.gather(*tasks, return_exceptions=True)
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait({everything, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
             if fatal:
                 for task in tasks:
                     task.cancel()

@@ -1,0 +1,94 @@
+"""The critique stage with a real HTTP teacher (OpenAI protocol on localhost) and offline teachers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BENCHMARKS, ROOT
+from openai_server import ServerProcess
+
+FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefghijklmnop"
+
+
+def cli(args, tmp_path, cache_dir, env=None):
+    env = {**os.environ, "CFT_OUTPUTS": str(tmp_path), "CFT_CACHE": str(cache_dir),
+           "CFT_BENCHMARKS": str(BENCHMARKS), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "cft.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_openai_teacher_stage_parses_verdicts_rejects_and_resumes(tmp_path, cache_dir):
+    with ServerProcess(rate_429=0.1, rate_500=0.1, rate_length=0.1, rate_no_verdict=0.1,
+                       retry_after_s=0.01, api_key=FAKE_KEY) as server:
+        args = ["teacher=openai", f"teacher.base_url={server.base_url}", "teacher.model=critic-1",
+                "teacher.max_attempts=10", "teacher.backoff_base_s=0.01", "teacher.backoff_max_s=0.05",
+                "teacher.price_prompt_per_mtok=2.5", "teacher.price_completion_per_mtok=10",
+                "dataset.limit=60", "stages=[data,critique]", "run_name=api"]
+        out = cli(args, tmp_path, cache_dir, {"OPENAI_API_KEY": FAKE_KEY})
+        assert out.returncode == 0, out.stderr[-3000:]
+        calls_after_first = server.stats()
+        run_dir = tmp_path / "runs" / "api"
+        summary = json.loads((run_dir / "critique/summary.json").read_text())
+        assert summary["n_kept"] + summary["n_rejected"] == 60
+        reasons = summary["reject_reasons"]
+        assert reasons.get("finish_reason=length", 0) > 0 and reasons.get("no verdict line", 0) > 0
+        kept = [json.loads(l) for l in (run_dir / "critique/critiques.jsonl").open()]
+        assert all(k["teacher_verdict"] in ("right", "wrong") for k in kept)
+        assert summary["ledger"]["prompt_tokens"] == calls_after_first["prompt_tokens"]
+        assert summary["ledger"]["cost_usd"] > 0
+        assert summary["agreement_with_reference_check"] is not None
+
+        # A changed-config rerun of the critique stage makes no call for completed items.
+        again = cli(args + ["teacher.drop_disagreements=true"], tmp_path, cache_dir,
+                    {"OPENAI_API_KEY": FAKE_KEY})
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "stage critique: config changed since last run, re-running" in again.stdout
+        assert server.stats()["calls"] == calls_after_first["calls"]
+        kept = [json.loads(l) for l in (run_dir / "critique/critiques.jsonl").open()]
+        assert all(k["agrees_with_reference"] is not False for k in kept)
+
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert FAKE_KEY not in path.read_text(errors="ignore"), path
+    assert FAKE_KEY not in out.stdout + out.stderr
+
+
+def test_released_teacher_uses_shipped_critiques(tmp_path, cache_dir):
+    from test_data import WEBINSTRUCT_ROWS
+
+    data = tmp_path / "wi.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in WEBINSTRUCT_ROWS))
+    out = cli(["dataset=webinstruct-cft-4k", f"dataset.path={data}", "teacher=released",
+               "stages=[data,critique]", "run_name=rel"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept = [json.loads(l) for l in (tmp_path / "runs/rel/critique/critiques.jsonl").open()]
+    assert [k["critique"] for k in kept] == [r["output"] for r in WEBINSTRUCT_ROWS]
+    assert [k["teacher_verdict"] for k in kept] == ["wrong", "right"]
+
+
+def test_sft_teacher_gets_teacher_solutions(compose, tmp_path):
+    from cft.critique.stage import run as critique
+    from cft.data.stage import run as data
+    from cft.paths import RunPaths
+
+    cfg = compose(["method=sft-teacher", "dataset.limit=20"])
+    paths = RunPaths.of(cfg.run_dir)
+    data(cfg, paths)
+    critique(cfg, paths)
+    rows = [json.loads(l) for l in paths.critiques.open()]
+    assert len(rows) == 20 and all("\\boxed{" in r["teacher_solution"] for r in rows)
+
+
+def test_missing_key_names_the_variable(tmp_path, cache_dir):
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    out = subprocess.run(
+        [sys.executable, "-m", "cft.main", "teacher=openai", "teacher.base_url=http://127.0.0.1:9/v1",
+         "teacher.model=m", "dataset.limit=4", "stages=[data,critique]"],
+        cwd=ROOT, env={**env, "CFT_OUTPUTS": str(tmp_path), "CFT_CACHE": str(cache_dir),
+                       "CFT_BENCHMARKS": str(BENCHMARKS)},
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "OPENAI_API_KEY" in out.stderr
