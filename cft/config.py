@@ -31,10 +31,11 @@ class ModelConfig:
     trust_remote_code: bool = False
     per_device_batch_size: int = 8
     gradient_checkpointing: bool = True
-    # Padding-free packing: a micro-batch is one row of concatenated samples, positions restart
-    # per sample so no token attends across samples (cft/train/packing.py). Falls back to padded
-    # batches (with a log line) for attention kernels that cannot mask packed rows.
-    packing: bool = True
+    # Micro-batch layout (cft/train/packing.py). "packed": padding-free, one row of concatenated
+    # samples whose positions restart per sample, so no token attends across samples.
+    # "padded": right-padded rows. "auto": packed with a varlen kernel (flash_attention_2/3, the
+    # GPU default), padded otherwise (sdpa masks a packed row densely: correct, but quadratic).
+    packing: str = "auto"
 
 
 @dataclass
@@ -143,6 +144,10 @@ class ClusterConfig:
     # Processes per node for torch.distributed (1 = plain single process).
     gpus_per_node: int = 0
     nodes: int = 1
+    # SLURM site values, fed to hydra.launcher by conf/cluster/slurm*.yaml. Required (???) here,
+    # not in the YAML: OmegaConf's merge never lets a YAML ??? replace a schema default.
+    partition: Optional[str] = MISSING
+    account: Optional[str] = None
 
 
 @dataclass
@@ -235,6 +240,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "eval.backend", ("transformers", "vllm"))
     _choice(cfg, "eval.checker", ("cft", "math-verify"))
     _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
+    _choice(cfg, "model.packing", ("auto", "packed", "padded"))
     _choice(cfg, "deepspeed.stage", (0, 2, 3))
     _choice(cfg, "deepspeed.offload_optimizer", ("none", "cpu"))
     _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))

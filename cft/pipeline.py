@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from cft.config import STAGES, validate
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
+from cft.tracking import track
 
 log = logging.getLogger("cft")
 
@@ -31,6 +32,15 @@ DEPENDS = {
     "eval": ["eval", "model.eval_template", "model.path"],
     "report": [],
 }
+
+
+def check_inputs(cfg: DictConfig, paths: RunPaths, stage: str) -> None:
+    """Fail at once, naming the missing stage, when a stage's inputs were never produced."""
+    needs = {"critique": "data", "report": "eval",
+             "train": "critique" if cfg.method.target != "response" else "data"}.get(stage)
+    if needs and needs not in cfg.stages and not paths.stage_done(needs).exists():
+        raise RuntimeError(f"stage {stage} needs the outputs of stage {needs!r}, which {paths.root} "
+                           f"does not have: add it, e.g. stages=[{needs},{stage}]")
 
 
 def stage_fn(stage: str):
@@ -78,26 +88,28 @@ def run(cfg: DictConfig) -> dict:
                                     "world_size": world_size})
 
     summary, upstream = {}, ""
-    for stage in STAGES:
-        fp = fingerprint(cfg, stage, upstream)
-        upstream = fp
-        if stage not in cfg.stages:
-            continue
-        marker = paths.stage_done(stage)
-        if marker.exists() and read_json(marker).get("fingerprint") == fp:
-            log.info("stage %s: complete (%s), skipped", stage, marker)
-            print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")
-            summary[stage] = read_json(marker).get("summary")
-            continue
-        if marker.exists():
-            print(f"[cft] stage {stage}: config changed since last run, re-running")
-            marker.unlink()
-        print(f"[cft] stage {stage}: running")
-        t0 = time.time()
-        result = stage_fn(stage)(cfg, paths)
-        elapsed = round(time.time() - t0, 2)
-        print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
-        if is_rank_zero():
-            write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
-        summary[stage] = result
+    with track(cfg, paths):  # W&B run on rank 0 when tracking.mode allows; id kept in the run dir
+        for stage in STAGES:
+            fp = fingerprint(cfg, stage, upstream)
+            upstream = fp
+            if stage not in cfg.stages:
+                continue
+            marker = paths.stage_done(stage)
+            if marker.exists() and read_json(marker).get("fingerprint") == fp:
+                log.info("stage %s: complete (%s), skipped", stage, marker)
+                print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")
+                summary[stage] = read_json(marker).get("summary")
+                continue
+            if marker.exists():
+                print(f"[cft] stage {stage}: config changed since last run, re-running")
+                marker.unlink()
+            check_inputs(cfg, paths, stage)
+            print(f"[cft] stage {stage}: running")
+            t0 = time.time()
+            result = stage_fn(stage)(cfg, paths)
+            elapsed = round(time.time() - t0, 2)
+            print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
+            if is_rank_zero():
+                write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
+            summary[stage] = result
     return summary

@@ -36,6 +36,9 @@ class Verdict(str, Enum):
         return self.value
 
 
+# Three words in a row outside LaTeX commands: prose, not a math answer (sympy would read it as
+# a long product of symbols, slowly, and compare nonsense).
+_PROSE = re.compile(r"(?:(?<![\\\w])[A-Za-z]{2,}[ ,;:]+){2}[A-Za-z]{2,}\b")
 _BOOLS = {"true": True, "yes": True, "false": False, "no": False}
 _CHOICE = re.compile(r"^\(?([A-Ja-j])\)?$")
 _INT = r"[-+]?\d+"
@@ -277,4 +280,10 @@ def check(prediction: str | None, reference: str, answer_type: str | None = None
         return Verdict.UNPARSABLE
     ref = normalize(str(reference))
     pred = normalize(str(prediction), is_prediction="=" not in ref)
+    if pred != ref and (_is_prose(str(prediction)) or _is_prose(str(reference))):
+        return Verdict.UNPARSABLE
     return _check_normalized(pred, ref, answer_type)
+
+
+def _is_prose(text: str) -> bool:
+    return _PROSE.search(re.sub(r"\\[a-zA-Z]+", " ", text)) is not None

@@ -27,6 +27,7 @@ from cft.answers.normalize import normalize
 CHECKERS = ("cft", "math-verify")
 _READY = "ready"
 _START_TIMEOUT_S = 120.0
+_MAX_CHUNK = 16
 
 
 def _checker(name: str):
@@ -40,7 +41,7 @@ def _checker(name: str):
 
 
 def _serve(conn: Connection, checker: str, memory_mb: int | None) -> None:
-    """Worker loop: receive (index, pred, ref, answer_type), send back (index, verdict)."""
+    """Worker loop: receive a chunk of (index, pred, ref, answer_type); send (index, verdict) for each in order."""
     if memory_mb:
         import resource
         limit = memory_mb * 2**20
@@ -55,14 +56,14 @@ def _serve(conn: Connection, checker: str, memory_mb: int | None) -> None:
             return
         if task is None:
             return
-        index, pred, ref, answer_type = task
-        try:
-            verdict = Verdict(check(pred, ref, answer_type)).value
-        except MemoryError:
-            verdict = Verdict.TIMEOUT.value  # out of its memory budget: a resource limit, like time
-        except BaseException:  # a checker bug or RecursionError must never escape a check
-            verdict = Verdict.UNPARSABLE.value
-        conn.send((index, verdict))
+        for index, pred, ref, answer_type in task:
+            try:
+                verdict = Verdict(check(pred, ref, answer_type)).value
+            except MemoryError:
+                verdict = Verdict.TIMEOUT.value  # out of its memory budget: a resource limit, like time
+            except BaseException:  # a checker bug or RecursionError must never escape a check
+                verdict = Verdict.UNPARSABLE.value
+            conn.send((index, verdict))
 
 
 class _Worker:
@@ -73,7 +74,8 @@ class _Worker:
         child.close()
         self.started = time.monotonic()
         self.ready = False
-        self.task: int | None = None
+        self.chunk: collections.deque[int] = collections.deque()  # sent, not answered; [0] is running
+        self.since = 0.0  # when chunk[0] started: its dispatch or the previous answer
         self.deadline = float("inf")
 
     def kill(self) -> None:
@@ -114,7 +116,7 @@ class Grader:
 
     def close(self) -> None:
         for w in self._pool:
-            if w.task is None and w.proc.is_alive():
+            if not w.chunk and w.proc.is_alive():
                 try:
                     w.conn.send(None)
                 except OSError:
@@ -174,50 +176,53 @@ class Grader:
         return results  # type: ignore[return-value]
 
     def _run(self, tasks, queue, results, bar) -> None:
-        dispatched: dict[int, float] = {}
-        busy = 0
-        while queue or busy:
-            for w in self._pool:
-                if w.ready and w.task is None and queue:
-                    i = queue.popleft()
-                    w.task, dispatched[i] = i, time.monotonic()
-                    w.deadline = dispatched[i] + self.timeout
-                    w.conn.send((i, *tasks[i]))
-                    busy += 1
+        # Pairs go out in small chunks to amortize pipe round trips; the worker answers each pair
+        # as it finishes, so the running pair's deadline restarts at every answer.
+        chunk_size = max(1, min(_MAX_CHUNK, len(queue) // (4 * len(self._pool))))
+        while queue or any(w.chunk for w in self._pool):
             now = time.monotonic()
+            for w in self._pool:
+                if w.ready and not w.chunk and queue:
+                    w.chunk.extend(queue.popleft() for _ in range(min(chunk_size, len(queue))))
+                    w.conn.send([(i, *tasks[i]) for i in w.chunk])
+                    w.since, w.deadline = now, now + self.timeout
             next_deadline = min(w.deadline if w.ready else w.started + _START_TIMEOUT_S for w in self._pool)
             for conn in wait([w.conn for w in self._pool], timeout=max(0.0, next_deadline - now)):
                 w = next(w for w in self._pool if w.conn is conn)
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):  # the worker died (segfault, OOM kill)
-                    if w.task is not None:
-                        self._finish(w.task, Verdict.UNPARSABLE, dispatched, results, bar)
-                        busy -= 1
-                    elif not w.ready:
-                        raise RuntimeError(f"grader worker failed to start (exit code {w.proc.exitcode})")
-                    self.stats["crashed"] += 1
-                    self._replace(w)
-                    continue
-                if msg == _READY:
-                    w.ready = True
-                    continue
-                index, verdict = msg
-                w.task, w.deadline = None, float("inf")
-                busy -= 1
-                self._finish(index, Verdict(verdict), dispatched, results, bar)
+                while w.conn.poll():
+                    try:
+                        msg = conn.recv()
+                    except (EOFError, OSError):  # the worker died (segfault, OOM kill)
+                        if not w.ready:
+                            raise RuntimeError(f"grader worker failed to start (exit code {w.proc.exitcode})")
+                        if w.chunk:
+                            self._finish(w, Verdict.UNPARSABLE, results, bar)
+                        queue.extendleft(reversed(w.chunk))
+                        self.stats["crashed"] += 1
+                        self._replace(w)
+                        break
+                    if msg == _READY:
+                        w.ready = True
+                        continue
+                    index, verdict = msg
+                    assert index == w.chunk[0], "worker answered out of order"
+                    self._finish(w, Verdict(verdict), results, bar)
             now = time.monotonic()
             for w in list(self._pool):
-                if w.task is not None and now >= w.deadline:
-                    self._finish(w.task, Verdict.TIMEOUT, dispatched, results, bar)
-                    busy -= 1
+                if w.chunk and now >= w.deadline:
+                    self._finish(w, Verdict.TIMEOUT, results, bar)
+                    queue.extendleft(reversed(w.chunk))  # the rest of its chunk goes to other workers
                     self.stats["killed"] += 1
                     self._replace(w)
                 elif not w.ready and now >= w.started + _START_TIMEOUT_S:
                     raise RuntimeError(f"grader worker not ready after {_START_TIMEOUT_S:.0f}s")
 
-    def _finish(self, index, verdict, dispatched, results, bar) -> None:
+    def _finish(self, w: _Worker, verdict: Verdict, results, bar) -> None:
+        """Record the verdict of `w`'s running pair; the next pair of its chunk starts now."""
+        index = w.chunk.popleft()
+        now = time.monotonic()
         results[index] = verdict
-        self.durations[index] = time.monotonic() - dispatched[index]
+        self.durations[index] = now - w.since
+        w.since, w.deadline = now, (now + self.timeout if w.chunk else float("inf"))
         if bar is not None:
             bar.update(1)

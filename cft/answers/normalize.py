@@ -20,9 +20,9 @@ _UNITS = (
     "people", "students?", "ways", "games", "marbles", "apples", "books",
 )
 _UNIT_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|mathbf|operatorname)\s*\{\s*~?\s*(?:" + "|".join(_UNITS) + r")\s*\}(?:\^\{?-?\d\}?)?\s*$")
-_UNIT_PLAIN = re.compile(r"(?<=[\d}.])\s*(?:" + "|".join(_UNITS[:40]) + r")\s*$")
+_UNIT_PLAIN = re.compile(r"(?<=[\d}.])\s+(?:" + "|".join(u for u in _UNITS if len(u) >= 2 and "\\" not in u) + r")\s*$")
 _TEXT_WRAP = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|mathbf|textit|operatorname)\s*\{([^{}]*)\}")
-_SPACES = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\s+")
+_SPACES = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|\s+")
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _PREFIX = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:\([a-z]\))?=(?!=)")
 _DEGREES = re.compile(r"\^\{?\\circ\}?|\^\{?\\degree\}?|°|\\degree")
@@ -38,10 +38,11 @@ def strip_delimiters(s: str) -> str:
 
 def normalize(answer: str, *, is_prediction: bool = False) -> str:
     """The canonical string of `answer` (see the module docstring)."""
-    s = strip_delimiters(str(answer))
+    s = strip_delimiters(_strip_trailing_periods(str(answer).strip()))
+    s = s.replace("\\$", "").replace("$", "")  # OlympiadBench writes `$a$, $b$` inside one answer
     s = s.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\!", "")
-    s = s.replace("\\$", "").replace("\\%", "%").replace("{,}", ",").replace("\\cdot", "*").replace("\\times", "\\times ")
+    s = s.replace("\\%", "%").replace("{,}", ",").replace("\\cdot", "*").replace("\\times", "\\times ")
     s = _DEGREES.sub("", s)
     s = re.sub(r"\^\{\\prime\}|\^\\prime|\\prime", "'", s)
     s = _strip_trailing_periods(s)

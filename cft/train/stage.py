@@ -2,6 +2,9 @@
 
 We use transformers' Trainer (optimizer, cosine schedule, gradient accumulation, checkpoint
 state incl. RNG and data position, DeepSpeed/torchrun integration) rather than a hand loop.
+Around it: padding-free packing (packing.py), the DeepSpeed JSON generated from the config
+(deepspeed.py), crash-safe checkpoints that resume only a matching config (checkpoint.py), and
+one code path for 1 process / torchrun / srun (distributed.py).
 """
 from __future__ import annotations
 
@@ -9,10 +12,12 @@ import os
 import shutil
 from pathlib import Path
 
-from cft.io import read_jsonl, write_jsonl
+from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 from cft.tracking import log_metrics
-from cft.train.format import IGNORE_INDEX, example, tokenize
+from cft.train import checkpoint as ckpt
+from cft.train.format import example, tokenize
+from cft.train.packing import PadCollator, attn_of, make_collator, packing_enabled, prepare_model  # noqa: F401
 
 
 def training_rows(cfg, paths: RunPaths) -> list[dict]:
@@ -30,27 +35,6 @@ def training_rows(cfg, paths: RunPaths) -> list[dict]:
     return [example(r, cfg.method.target) for r in rows]
 
 
-class PadCollator:
-    """Right-pads a batch; pad labels are IGNORE_INDEX so they carry no loss."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        n = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), n), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(features), n), dtype=torch.long)
-        for i, f in enumerate(features):
-            k = len(f["input_ids"])
-            ids[i, :k] = torch.tensor(f["input_ids"])
-            labels[i, :k] = torch.tensor(f["labels"])
-            mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
 def _metrics_callback(metrics_path: Path):
     from transformers import TrainerCallback
 
@@ -64,26 +48,29 @@ def _metrics_callback(metrics_path: Path):
     return MetricsJsonl()
 
 
-def run(cfg, paths: RunPaths) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
+def _save_steps(method) -> int:
+    if method.save_steps > 0:
+        return int(method.save_steps)
+    return max(1, method.max_steps // 2) if method.max_steps > 0 else 500
 
-    from cft.train.model import load_model, load_tokenizer, model_source
 
-    source = model_source(cfg.model, cfg.paths.cache)
-    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    examples = training_rows(cfg, paths)
-    write_jsonl(paths.train_examples, examples)
-    features = [tokenize(ex, tokenizer, cfg.model.train_template, cfg.method.cutoff_len)
-                for ex in examples]
-    n_truncated = sum(f.pop("truncated") for f in features)
-    dataset = Dataset.from_list(features)
+def _tracker_run_id(paths: RunPaths) -> str | None:
+    """This job's W&B run id (cft.tracking keeps it in the run dir), stored in each checkpoint's
+    COMPLETE marker so a checkpoint copied elsewhere still names the run it belongs to."""
+    from cft.tracking import RUN_ID_FILE
 
-    model = load_model(source, cfg.model)
-    use_cpu = not torch.cuda.is_available()
-    args = TrainingArguments(
+    id_file = paths.root / RUN_ID_FILE
+    return id_file.read_text().strip() if id_file.exists() else None
+
+
+def training_args(cfg, paths: RunPaths, world_size: int, use_cpu: bool):
+    """TrainingArguments from the composed config (+ the generated DeepSpeed config, if any)."""
+    from transformers import TrainingArguments
+
+    from cft.train.deepspeed import ds_config
+
+    ds = ds_config(cfg, world_size, gpu=not use_cpu)
+    return TrainingArguments(
         output_dir=str(paths.checkpoints),
         per_device_train_batch_size=cfg.model.per_device_batch_size,
         gradient_accumulation_steps=cfg.method.grad_accum_steps,
@@ -91,34 +78,89 @@ def run(cfg, paths: RunPaths) -> dict:
         lr_scheduler_type=cfg.method.scheduler,
         warmup_steps=cfg.method.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
         weight_decay=cfg.method.weight_decay,
+        max_grad_norm=cfg.method.max_grad_norm,
         num_train_epochs=cfg.method.epochs,
         max_steps=cfg.method.max_steps,
         bf16=cfg.method.bf16 and not use_cpu,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=max(1, cfg.method.max_steps // 2) if cfg.method.max_steps > 0 else 500,
-        save_total_limit=2,
+        save_steps=_save_steps(cfg.method),
+        save_total_limit=None,  # rotation happens after the COMPLETE marker (checkpoint.py)
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=use_cpu,
+        deepspeed=ds,
         remove_unused_columns=False,
         disable_tqdm=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=PadCollator(tokenizer.pad_token_id),
-                      callbacks=[_metrics_callback(paths.metrics)])
-    last = get_last_checkpoint(str(paths.checkpoints)) if paths.checkpoints.exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
 
+
+def run(cfg, paths: RunPaths) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import Trainer
+
+    from cft.config import validate
+    from cft.train.distributed import env_from_slurm, world
+    from cft.train.model import load_model, load_tokenizer, model_source
+
+    env_from_slurm()
+    rank, world_size = world()
+    validate(cfg, world_size)  # grad_accum_steps for the world size this process really sees
+    source = model_source(cfg.model, cfg.paths.cache)
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    examples = training_rows(cfg, paths)
+    if rank == 0:
+        write_jsonl(paths.train_examples, examples)
+    features = [tokenize(ex, tokenizer, cfg.model.train_template, cfg.method.cutoff_len)
+                for ex in examples]
+    n_truncated = sum(f.pop("truncated") for f in features)
+    dataset = Dataset.from_list(features)
+
+    use_cpu = not torch.cuda.is_available()
+    # Before the model: with ZeRO-3, TrainingArguments(deepspeed=...) makes from_pretrained
+    # partition weights as they load instead of materialising the full model on every rank.
+    args = training_args(cfg, paths, world_size, use_cpu)
+    _ = args.device  # sets up torch.distributed now: ZeRO-3's zero.Init reads the world size
+    if args.deepspeed:
+        import deepspeed
+
+        from cft.train.checkpoint import safe_deepspeed_load
+
+        if torch.distributed.is_initialized():  # deepspeed.comm wraps the existing group
+            deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
+        safe_deepspeed_load()
+        if rank == 0:
+            write_json(paths.train_dir / "deepspeed.json", args.hf_deepspeed_config.config)
+    model = load_model(source, cfg.model)
+    use_cache = prepare_model(model)
+    packing = packing_enabled(cfg.model.packing, attn_of(model))
+
+    key = ckpt.resume_key(cfg, examples)  # every rank computes the same key
+    if rank == 0:
+        for moved in ckpt.clean(paths.checkpoints, key):
+            print(f"[cft] train: not resuming {moved}")
+    last = ckpt.last_complete(paths.checkpoints, key)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=make_collator(packing, tokenizer.pad_token_id),
+                      callbacks=[_metrics_callback(paths.metrics),
+                                 ckpt.completion_callback(key, cfg.method.save_total_limit, _tracker_run_id(paths))])
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+    # Every rank calls save_model (ZeRO-3 gathers shards); only the main process writes.
+    model.config.use_cache = use_cache
+    tmp = paths.final_model.with_name(paths.final_model.name + ".tmp")
     if trainer.is_world_process_zero():
-        tmp = paths.final_model.with_name(paths.final_model.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        trainer.save_model(str(tmp))
+    trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(paths.final_model, ignore_errors=True)
         os.replace(tmp, paths.final_model)
     return {"n_examples": len(examples), "n_truncated": n_truncated,
             "train_loss": result.training_loss, "global_step": result.global_step,
-            "resumed_from": last}
+            "resumed_from": str(last) if last else None, "packing": packing,
+            "attn_implementation": attn_of(model), "deepspeed_stage": int(cfg.deepspeed.stage),
+            "world_size": world_size}

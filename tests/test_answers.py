@@ -1,0 +1,167 @@
+"""Answer extraction and the in-process checker, on real benchmark lines and known failure cases."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cft.answers import Verdict, check, extract_answer, normalize
+
+BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+
+
+def _rows(name: str) -> list[dict]:
+    path = BENCHMARKS / name / "test.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} not found (benchmarks live in ../shared/benchmarks)")
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+# -- extraction ----------------------------------------------------------------------------------
+def test_math500_solutions_extract_to_their_reference_answer():
+    rows = _rows("math-500")
+    hits = sum(check(extract_answer(r["solution"]), r["answer"]) == Verdict.EQUAL for r in rows)
+    assert hits == 500  # measured: every MATH-500 solution's last \boxed{} is its `answer`
+
+
+def test_minerva_solutions_have_a_closed_last_box():
+    rows = _rows("minerva_math")
+    answers = [extract_answer(r["solution"]) for r in rows]
+    assert all(a for a in answers)
+    assert answers[0] == "1.6"  # `=\boxed{1.6} \mathrm{~cm}`
+
+
+def test_gsm8k_answer_after_hashes():
+    rows = _rows("gsm8k")
+    expected = [r["answer"].split("####")[-1].strip().replace(",", "") for r in rows]
+    assert [extract_answer(r["answer"], "gsm8k") for r in rows] == expected
+    assert extract_answer("so she pays $1,200.\n#### 1,200", "gsm8k") == "1200"
+
+
+@pytest.mark.parametrize("completion, expected", [
+    (r"so $\boxed{\frac{1}{2}}$ and later \boxed{\left( 3, \frac{\pi}{2} \right)}.", r"\left( 3, \frac{\pi}{2} \right)"),
+    (r"\boxed{\{1,2\}}", r"\{1,2\}"),
+    (r"the answer: \fbox{42}", "42"),
+    (r"\boxed 7$ done", "7"),
+    (r"first \boxed{3}, then an unclosed \boxed{4", "3"),
+    ("Thus, the final answer is $12$. I hope it is correct.", "12"),
+    ("The answer is 0.5", "0.5"),
+    ("The answer is: \\boxed{x+1}.", "x+1"),
+    ("I do not know.", None),
+    ("", None),
+])
+def test_extract_answer_forms(completion, expected):
+    assert extract_answer(completion) == expected
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("Therefore, the answer is (C).", "C"),
+    (r"The correct option is $\boxed{B}$", "B"),
+    ("Answer: d", "D"),
+])
+def test_extract_choice_letter(completion, expected):
+    assert extract_answer(completion, benchmark="gpqa") == expected
+
+
+# -- checking: real references -------------------------------------------------------------------
+def _references() -> list[str]:
+    refs = [r["answer"] for r in _rows("math-500")]
+    refs += [r["final_answer"][0] for r in _rows("olympiadbench")]
+    refs += [str(r["answer"]) for name in ("theoremqa", "aime24", "amc23") for r in _rows(name)]
+    return refs
+
+
+def test_every_reference_equals_itself():
+    refs = _references()
+    assert len(refs) == 2045
+    assert [r for r in refs if check(r, r) != Verdict.EQUAL] == []
+
+
+def _cosmetic_variants(ref: str) -> list[str]:
+    """Forms that differ only in what normalization removes."""
+    return [f"${ref}$", f" {ref}. ", ref.replace("\\frac", "\\dfrac"), ref.replace(" ", "")]
+
+
+def test_cosmetic_variants_of_real_references_are_equal():
+    refs = _references()
+    failures = [(v, r) for r in refs for v in _cosmetic_variants(r) if check(v, r) != Verdict.EQUAL]
+    assert failures == []
+
+
+_FRAC = re.compile(r"^\\frac\{(\d+)\}\{(\d+)\}$")
+
+
+def test_real_numeric_references_against_equivalent_and_wrong_values():
+    numeric, failures = 0, []
+    for ref in _references():
+        plain = normalize(ref)
+        m = _FRAC.match(plain)
+        if m:
+            value = int(m.group(1)) / int(m.group(2))
+        elif re.fullmatch(r"-?\d+(\.\d+)?", plain):
+            value = float(plain)
+        else:
+            continue
+        numeric += 1
+        for pred, expected in ((f"{value:.10g}", Verdict.EQUAL), (f"{value:.10g}\\text{{ units}}", Verdict.EQUAL),
+                               (f"{value + max(1.0, abs(value) / 100):.10g}", Verdict.DIFFERENT)):
+            if check(pred, ref) != expected:
+                failures.append((pred, ref))
+    assert numeric == 1488  # measured: numeric references across the 2045
+    assert failures == []
+
+
+def test_symbolic_equivalents_of_real_references():
+    pairs = [
+        (r"\frac{\sqrt{3}}{3}", r"\frac{1}{\sqrt{3}}"), (r"2\sqrt{2}", r"\sqrt{8}"),
+        (r"(x+1)^2", r"x^2+2x+1"), (r"\frac{\pi}{2}", "1.5708"), (r"\left( 3, \frac{\pi}{2} \right)", r"(3,\pi/2)"),
+        (r"x = 3", "3"), (r"f(x)=2x", "2 x"), (r"\binom{2n}{n}", r"\frac{(2n)!}{(n!)^2}"),
+        (r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", r"\begin{pmatrix}1&2\\3&4.0\end{pmatrix}"),
+        ("1,3,5", "5, 3, 1"), (r"[-1, 1]", r"[-1,1]"), (r"90^\circ", "90"), (r"\$18.00", "18"),
+        (r"50\%", "0.5"), ("1,000", "1000"), ("True", "True"), ("yes", "True"), ("(c)", "C"),
+    ]
+    assert [(a, b) for a, b in pairs if check(a, b) != Verdict.EQUAL] == []
+
+
+@pytest.mark.parametrize("pred, ref", [
+    ("0.04", "0.01"),            # the Qwen grader rounds both to 0.0
+    ("500", "5"),                # ... and accepts 500 for 5 through a percent rule
+    ("0.5", "5"),
+    ("3986729", "3986730"),      # integers compare exactly, not within the 1e-4 tolerance
+    ("(0,5)", "[0,5]"),          # open vs closed interval
+    ("1,3", "1,3,5"),
+    ("False", "True"),
+    (r"2^(2^(2))", "2"),          # never read a prefix: 2^(2^(2)) is 16
+    ("10^{401}", "10^{400}"),
+    (r"\frac{1}{3}", "0.33"),
+])
+def test_known_traps_are_different(pred, ref):
+    assert check(pred, ref) == Verdict.DIFFERENT
+
+
+def test_huge_and_e_notation_numbers():
+    assert check("10^{400}", "10^{400}") == Verdict.EQUAL
+    assert check("1" + "0" * 400, "10^{400}") == Verdict.EQUAL
+    assert check("4.5e33", r"4.5 \times 10^{33}") == Verdict.EQUAL
+    assert check("4.5e33", r"4.5\times 10^{33}") == Verdict.EQUAL
+    assert check("4.5E+33", r"4.5\times10^{33}") == Verdict.EQUAL
+    assert check("4.6e33", r"4.5\times 10^{33}") == Verdict.DIFFERENT
+    assert check("4e-05", "0.00004") == Verdict.EQUAL  # TheoremQA writes small numbers this way
+    assert check(r"2e", r"2e") == Verdict.EQUAL  # Euler's e stays a symbol when not an exponent
+
+
+def test_unparsable_and_missing():
+    assert check(None, "5") == Verdict.UNPARSABLE
+    assert check(r"\frac{1}{", "5") in (Verdict.UNPARSABLE, Verdict.DIFFERENT)
+    assert Verdict.EQUAL == "equal" and str(Verdict.TIMEOUT) == "timeout"
+
+
+def test_import_is_cheap():
+    code = "import sys, cft.answers; print(any(m in sys.modules for m in ('sympy', 'latex2sympy2_extended', 'math_verify')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

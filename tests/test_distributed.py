@@ -1,0 +1,105 @@
+"""Multi-process training on CPU (torchrun, gloo): the same loss curve as one process with the
+same global batch, and DeepSpeed ZeRO-2/3 runs. Tolerance: per-step loss <= 1e-4 abs (fp32;
+the two runs reduce gradients in a different order)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from test_train import losses, train, train_cfg, write_rows
+
+pytestmark = pytest.mark.slow
+TOL = 1e-4
+
+STAGE = r"""
+import sys
+from omegaconf import OmegaConf
+from cft.paths import RunPaths
+from cft.train import stage
+cfg = OmegaConf.load(sys.argv[1])
+print("SUMMARY", __import__("json").dumps(stage.run(cfg, RunPaths.of(cfg.run_dir))), flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cfg, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run_dir / "stage.py").write_text(STAGE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
+                                                  str(Path(cfg.paths.cache) / "torch_extensions"))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                           f"--master_port={_free_port()}", str(run_dir / "stage.py"), str(run_dir / "cfg.yaml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
+
+
+def _summary(proc) -> dict:
+    return json.loads([l for l in proc.stdout.splitlines() if l.startswith("SUMMARY ")][0][8:])
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, cache_dir):
+    from test_resume import _compose_into
+
+    run_dir = tmp_path_factory.mktemp("one")
+    summary = train(train_cfg(_compose_into(run_dir, cache_dir), run_dir, "method.max_steps=4"))
+    assert summary["world_size"] == 1 and summary["global_step"] == 4
+    return losses(run_dir)
+
+
+def _compare(one: dict, two: dict, label: str) -> float:
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    diff = max(abs(one[s]["loss"] - two[s]["loss"]) for s in one)
+    print(f"[{label}] 1 vs 2 processes, same global batch: max abs loss diff {diff:.2e}")
+    for s in one:
+        assert abs(one[s]["learning_rate"] - two[s]["learning_rate"]) <= 1e-9
+    return diff
+
+
+def test_two_processes_match_one(compose, tmp_path, one_process):
+    cfg = train_cfg(compose, tmp_path / "two", "method.max_steps=4", world_size=2)
+    assert cfg.method.grad_accum_steps == 1  # 8 = 2 processes x 4, vs 1 x 4 x 2 accumulation
+    write_rows(tmp_path / "two")
+    summary = _summary(torchrun(cfg))
+    assert summary["world_size"] == 2 and summary["global_step"] == 4
+    assert _compare(one_process, losses(tmp_path / "two"), "ddp") <= TOL
+    ckpt = tmp_path / "two" / "train" / "checkpoints" / "checkpoint-4"
+    assert {"rng_state_0.pth", "rng_state_1.pth", "COMPLETE"} <= {p.name for p in ckpt.iterdir()}
+    assert (tmp_path / "two" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("option", ["zero2", "zero3"])
+def test_deepspeed_zero_on_cpu(compose, tmp_path, one_process, option):
+    """ZeRO-2/3 with the generated JSON, 2 CPU processes: same losses as plain training,
+    checkpoints that resume, final weights as HF safetensors."""
+    cfg = train_cfg(compose, tmp_path / option, "method.max_steps=4", f"deepspeed={option}", world_size=2)
+    write_rows(tmp_path / option)
+    summary = _summary(torchrun(cfg))
+    assert summary["deepspeed_stage"] == int(option[-1])
+    written = json.loads((tmp_path / option / "train" / "deepspeed.json").read_text())
+    assert written["train_batch_size"] == 8 and written["gradient_accumulation_steps"] == 1
+    assert _compare(one_process, losses(tmp_path / option), option) <= TOL
+    assert (tmp_path / option / "model" / "model.safetensors").exists()
+    ckpt = tmp_path / option / "train" / "checkpoints" / "checkpoint-4"
+    assert (ckpt / "COMPLETE").exists() and list(ckpt.glob("global_step*"))
+    # Resume (no steps left): DeepSpeed's shards load with weights_only=True (safe_deepspeed_load).
+    proc = torchrun(train_cfg(compose, tmp_path / option, "method.max_steps=4", f"deepspeed={option}",
+                              world_size=2))
+    assert _summary(proc)["resumed_from"].endswith("checkpoint-4")

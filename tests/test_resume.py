@@ -1,0 +1,164 @@
+"""Exact resume: a killed run, restarted, continues as if never stopped; a kill mid-save falls back
+to the previous complete checkpoint. Tolerance: losses and LR of the resumed steps <= 1e-6 abs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from cft.train import checkpoint as ckpt
+
+from conftest import ROOT
+from test_train import losses, train, train_cfg, write_rows
+
+TOL = 1e-6
+
+# Runs the train stage in a child process and kills it (os._exit: no cleanup, like SIGKILL/OOM/
+# preemption) at a chosen point of the checkpoint at step 4.
+KILLER = r"""
+import os, sys
+from omegaconf import OmegaConf
+from transformers import Trainer
+from cft.paths import RunPaths
+from cft.train import checkpoint, stage
+
+cfg = OmegaConf.load(sys.argv[1]); mode = sys.argv[2]
+if mode == "mid_save":  # model + optimizer written, RNG state and marker not yet
+    orig = Trainer._save_rng_state
+    def _save_rng_state(self, output_dir):
+        if self.state.global_step == 4:
+            os._exit(17)
+        return orig(self, output_dir)
+    Trainer._save_rng_state = _save_rng_state
+else:  # after_save: checkpoint-4 complete, then the job dies
+    orig_cb = checkpoint.completion_callback
+    def completion_callback(*a, **k):
+        cb = orig_cb(*a, **k); on_save = cb.on_save
+        def killing_on_save(args, state, control, **kw):
+            out = on_save(args, state, control, **kw)
+            if state.global_step == 4:
+                os._exit(17)
+            return out
+        cb.on_save = killing_on_save
+        return cb
+    checkpoint.completion_callback = completion_callback
+stage.run(cfg, RunPaths.of(cfg.run_dir))
+"""
+
+
+def _killed_run(cfg, mode: str) -> None:
+    cfg_file = Path(cfg.run_dir) / "cfg.yaml"
+    cfg_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(OmegaConf.to_yaml(cfg))
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(cfg_file), mode], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 17, proc.stderr[-3000:]
+
+
+def _compose_into(run_dir: Path, cache_dir: Path):
+    """A module-scoped twin of conftest's `compose` fixture (that one is per test)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    from cft.config import register_configs
+    from conftest import BENCHMARKS
+
+    register_configs()
+
+    def compose(overrides, run_dir=run_dir):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.run_dir, cfg.paths.benchmarks = str(run_dir), str(BENCHMARKS)
+            cfg.paths.cache, cfg.paths.output_root = str(cache_dir), str(run_dir / "outputs")
+        OmegaConf.resolve(cfg)
+        return cfg
+
+    return compose
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cache_dir):
+    """The reference: the same 6 steps, same config and data, in one go."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    summary = train(train_cfg(_compose_into(run_dir, cache_dir), run_dir))
+    assert summary["global_step"] == 6 and summary["resumed_from"] is None
+    return losses(run_dir)
+
+
+@pytest.mark.parametrize("mode,resumes_from", [("after_save", 4), ("mid_save", 2)])
+def test_killed_run_resumes_exactly(compose, tmp_path, uninterrupted, mode, resumes_from):
+    run_dir = tmp_path / "run"
+    cfg = train_cfg(compose, run_dir)
+    write_rows(run_dir)
+    _killed_run(cfg, mode)
+    newest = ckpt.checkpoints(run_dir / "train" / "checkpoints")[-1]
+    assert newest.name == "checkpoint-4"
+    assert ckpt.is_complete(newest) is (mode == "after_save")
+    before = losses(run_dir)
+    assert sorted(before) == [1, 2, 3, 4]
+    n_lines = len((run_dir / "metrics.jsonl").read_text().splitlines())
+
+    summary = train(train_cfg(compose, run_dir))  # the same command again
+    assert summary["resumed_from"].endswith(f"checkpoint-{resumes_from}")
+    assert summary["global_step"] == 6
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()[n_lines:]]
+    resumed_steps = [r["step"] for r in rows if "loss" in r]
+    assert resumed_steps == list(range(resumes_from + 1, 7))  # exactly the remaining steps
+    after = losses(run_dir)  # later rows win: the resumed run's values for re-done steps
+    diffs = {s: abs(after[s]["loss"] - uninterrupted[s]["loss"]) for s in range(resumes_from + 1, 7)}
+    print(f"[{mode}] resumed from {resumes_from}: max abs loss diff {max(diffs.values()):.2e}")
+    for s in diffs:
+        assert diffs[s] <= TOL, (s, after[s], uninterrupted[s])
+        assert abs(after[s]["learning_rate"] - uninterrupted[s]["learning_rate"]) <= TOL
+        assert abs(after[s]["grad_norm"] - uninterrupted[s]["grad_norm"]) <= 1e-5
+    # The partial checkpoint was discarded, never resumed; the newest K=2 complete ones remain.
+    kept = ckpt.checkpoints(run_dir / "train" / "checkpoints")
+    assert [c.name for c in kept] == ["checkpoint-4", "checkpoint-6"] and all(map(ckpt.is_complete, kept))
+
+
+def test_only_complete_checkpoints_of_the_same_config_are_trusted(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for step, key in [(2, "a"), (4, "a"), (6, None), (8, "b")]:
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"\0" * 10)
+        if key:
+            (folder / f"checkpoint-{step}" / ckpt.MARKER).write_text(json.dumps({"resume_key": key}))
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / ckpt.MARKER).write_text('{"resume_k')  # torn marker write
+    assert ckpt.last_complete(folder, "a").name == "checkpoint-4"
+    moved = ckpt.clean(folder, "a")
+    assert sorted(moved) == ["checkpoint-10 (incomplete)", "checkpoint-6 (incomplete)",
+                             "checkpoint-8 (stale-config)"]
+    assert [c.name for c in ckpt.checkpoints(folder)] == ["checkpoint-2", "checkpoint-4"]
+    assert list((tmp_path / "checkpoints.discarded").iterdir())[0].name.startswith("checkpoint-8.stale-config")
+
+
+def test_checkpoint_marker_names_the_tracker_run(compose, tmp_path):
+    run_dir = tmp_path / "run"
+    write_rows(run_dir)
+    (run_dir / "wandb_run_id.txt").write_text("abc123\n")
+    train(train_cfg(compose, run_dir, "method.max_steps=2", "method.save_steps=1"))
+    last = ckpt.last_complete(run_dir / "train" / "checkpoints")
+    assert last.name == "checkpoint-2" and ckpt.tracker_run_id(last) == "abc123"
+
+
+def test_checkpoint_state_loads_without_unpickling_code(compose, tmp_path):
+    """Every .pt/.pth file of a checkpoint loads with torch.load(weights_only=True)."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    run_dir = tmp_path / "run"
+    train(train_cfg(compose, run_dir, "method.max_steps=1", "method.save_steps=1"))
+    files = list((run_dir / "train" / "checkpoints" / "checkpoint-1").glob("*.pt*"))
+    assert {f.name for f in files} >= {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    for f in files:
+        with safe_globals():
+            torch.load(f, weights_only=True)

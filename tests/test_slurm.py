@@ -1,0 +1,149 @@
+"""Sweeps and requeue on a real SLURM cluster (`bash launch/slurm_local_cluster.sh start`).
+
+Skipped unless `sinfo` answers with an idle node. Jobs are tiny-model runs with cluster=slurm-cpu
+(one CPU task per job) and the smallest settings that still run every stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cft.cluster import read_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITION = os.environ.get("CFT_SLURM_PARTITION", "debug")
+FAST = ["eval.limit=2", "dataset.limit=32", "tracking.mode=disabled"]
+
+
+def _idle_node() -> str | None:
+    if not shutil.which("sinfo"):
+        return "no `sinfo` on PATH (start one: bash launch/slurm_local_cluster.sh start)"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-p", PARTITION, "-o", "%T"], capture_output=True,
+                             text=True, timeout=5)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: slurmctld not answering"
+    states = out.stdout.split()
+    if out.returncode or not any(s in ("idle", "mixed") for s in states):
+        return f"no idle node in partition {PARTITION!r} (sinfo: {out.stdout.strip() or out.stderr.strip()})"
+    return None
+
+
+_NO_CLUSTER = _idle_node()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_NO_CLUSTER), reason=_NO_CLUSTER or "")]
+
+
+def _env(tmp_path: Path, cache: Path) -> dict:
+    # sbatch exports this environment to the jobs (keys included, never the config).
+    return {**os.environ, "CFT_OUTPUTS": str(tmp_path / "outputs"), "CFT_CACHE": str(cache),
+            "PWD": str(ROOT), "WANDB_MODE": "disabled"}
+
+
+def _sweep(args: list[str], env: dict) -> list[str]:
+    return [sys.executable, "-m", "cft.main", "--multirun", "cluster=slurm-cpu",
+            f"cluster.partition={PARTITION}", *FAST, *args]
+
+
+def _job_dirs(outputs: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in outputs.rglob(".hydra/overrides.yaml"))
+
+
+def _scontrol(job_id: str) -> dict:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
+    return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+
+
+def _final_state(job_id: str, wait_s: float = 60) -> str:
+    """The job's state once SLURM has finished it (the result file lands just before exit)."""
+    deadline = time.time() + wait_s
+    while True:
+        state = _scontrol(job_id).get("JobState", "")
+        if state not in ("RUNNING", "COMPLETING", "PENDING") or time.time() > deadline:
+            return state
+        time.sleep(0.5)
+
+
+def test_sweep_runs_each_cell_as_a_slurm_job(tmp_path, tiny_source, cache_dir):
+    env = _env(tmp_path, cache_dir)
+    proc = subprocess.run(_sweep(["method=sft,cft", "method.max_steps=2"], env), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = _job_dirs(tmp_path / "outputs")
+    assert sorted(d.name.split("_")[0] for d in dirs) == ["0", "1"]
+    job_ids = set()
+    for d in dirs:
+        results = json.loads((d / "results.json").read_text())
+        assert results
+        overrides = (d / ".hydra" / "overrides.yaml").read_text()
+        assert "cluster=slurm-cpu" in overrides and "method=" in overrides
+        (job,) = read_jobs(d)  # one start, no restart
+        assert job["partition"] == PARTITION and job["restart_count"] == 0
+        assert _final_state(job["job_id"]) == "COMPLETED"
+        job_ids.add(job["job_id"])
+    assert len(job_ids) == 2  # two SLURM (array) jobs, not one process running both
+    assert list((tmp_path / "outputs").rglob("*_submission.sh"))
+
+
+def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
+    """SIGUSR2 (what SLURM sends signal_delay_s before the time limit) mid-training: submitit
+    checkpoints the call and requeues; the requeued job resumes the same run dir, skips the
+    finished stages and resumes training from the last complete checkpoint."""
+    env = _env(tmp_path, cache_dir)
+    # 6 steps, a checkpoint every 3 (save_steps = max_steps // 2): room to interrupt after one.
+    submit = subprocess.Popen(_sweep(["method=cft", "method.max_steps=6"], env), cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        run_dir, job = None, None
+        while time.time() < deadline:
+            dirs = _job_dirs(tmp_path / "outputs")
+            if dirs and list((dirs[0] / "train" / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+                run_dir = dirs[0]
+                break
+            assert submit.poll() is None, submit.stdout.read()[-3000:]
+            time.sleep(0.5)
+        assert run_dir, "the job never wrote a training checkpoint"
+        time.sleep(1.0)  # let the checkpoint's files land
+        markers = {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.done.json")}
+        assert {"data.done.json", "critique.done.json"} <= set(markers)
+        train_done_before = "train.done.json" in markers
+        (job,) = read_jobs(run_dir)
+        subprocess.run(["scancel", "--signal=USR2", job["job_id"]], check=True)
+        # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it at once.
+        for _ in range(120):
+            info = _scontrol(job["job_id"])
+            if info.get("JobState") == "PENDING" and int(info.get("Restarts", 0)) >= 1:
+                subprocess.run(["scontrol", "update", f"jobid={job['job_id']}", "StartTime=now"], check=True)
+                break
+            time.sleep(0.5)
+        out, _ = submit.communicate(timeout=400)
+        assert submit.returncode == 0, out[-3000:]
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+            if job:
+                subprocess.run(["scancel", job["job_id"]])
+
+    jobs = read_jobs(run_dir)
+    assert [j["restart_count"] for j in jobs] == [0, 1]
+    assert len({j["job_id"] for j in jobs}) == 1
+    assert int(_scontrol(job["job_id"]).get("Restarts", 0)) == 1
+    assert _job_dirs(tmp_path / "outputs") == [run_dir]  # no second run dir
+    for name in ("data.done.json", "critique.done.json"):
+        assert (run_dir / "stages" / name).stat().st_mtime_ns == markers[name], f"{name} was redone"
+    log = "".join(p.read_text() for p in (tmp_path / "outputs").rglob(".submitit/*/*_log.out"))
+    assert "Requeued job" in log
+    assert "stage data: outputs complete, skipped" in log
+    assert "stage critique: outputs complete, skipped" in log
+    assert json.loads((run_dir / "results.json").read_text())
+    train = json.loads((run_dir / "stages" / "train.done.json").read_text())["summary"]
+    if not train_done_before:  # interrupted mid-training: resumed from the checkpoint
+        assert train["resumed_from"] and "checkpoint-" in str(train["resumed_from"])
+        assert train["global_step"] == 6

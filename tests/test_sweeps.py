@@ -1,0 +1,121 @@
+"""The paper's grids (conf/experiment/*.yaml) and the SLURM cluster configs compose, cell by cell.
+
+No cluster needed: every cell of every grid is composed with Hydra's compose API exactly as the
+sweeper would (its `hydra.sweeper.params`, parsed by Hydra's own override parser), validated
+with the world size the cluster config gives it, and checked to land in a distinct run dir.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from cft.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+PAPER_GRIDS = {"main-table": 12, "dataset-ablation": 6, "noisy-source-ablation": 2,
+               "teacher-ablation": 2, "qwen32b-4k": 1, "champ-noisy-models": 8}
+
+
+def grid_cells(experiment: str) -> list[list[str]]:
+    """The overrides of each job `--multirun +experiment=<experiment>` launches."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    raw = yaml.safe_load((ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
+    params = (((raw.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            if o.is_sweep_override() else [f"{o.get_key_element()}={o.get_value_element_as_str()}"]
+            for o in parsed]
+    return [list(cell) for cell in itertools.product(*axes)]
+
+
+def test_every_paper_grid_has_a_recipe():
+    assert set(PAPER_GRIDS) <= set(EXPERIMENTS)
+    for name, n in PAPER_GRIDS.items():
+        assert len(grid_cells(name)) == n, name
+
+
+def test_every_yaml_opens_with_a_description():
+    for path in list((ROOT / "conf" / "experiment").glob("*.yaml")) + list((ROOT / "conf" / "cluster").glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        first = lines[1] if lines[0] == "# @package _global_" else lines[0]
+        assert first.startswith("# ") and "python -m cft.main" in first, path
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_cell_composes_and_validates(compose, experiment):
+    cluster = "slurm-cpu" if experiment.startswith("champ") else "slurm"
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    run_names = set()
+    for cell in grid_cells(experiment):
+        cfg = compose([f"+experiment={experiment}", f"cluster={cluster}", *cell])
+        for override in parser.parse_overrides(cell):  # the swept value really reached the config
+            key = override.get_key_element()
+            got = OmegaConf.select(cfg, key if "." in key else f"{key}.name")
+            got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
+            assert got == override.value(), (key, got)
+        world = max(1, cfg.cluster.gpus_per_node) * cfg.cluster.nodes
+        validate(cfg, world_size=world)
+        assert cfg.method.grad_accum_steps >= 1
+        run_names.add((cfg.run_name, tuple(cell)))
+    assert len(run_names) == len(grid_cells(experiment))
+
+
+def test_cluster_configs_switch_the_launcher(compose):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        local = hydra_compose("config", return_hydra_config=True)
+        slurm = hydra_compose("config", overrides=["cluster=slurm"], return_hydra_config=True)
+        cpu = hydra_compose("config", overrides=["cluster=slurm-cpu"], return_hydra_config=True)
+    assert local.hydra.launcher._target_.endswith("BasicLauncher")
+    for cfg in (slurm, cpu):
+        assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+        # site value: no silent default partition
+        assert OmegaConf.is_missing(cfg.cluster, "partition")
+        assert cfg.hydra.launcher._get_node("partition")._value() == "${cluster.partition}"
+        # requeue on time-out as well as preemption (Hydra's default is 0 time-out requeues)
+        assert cfg.hydra.launcher.max_num_timeout > 0
+        assert cfg.hydra.launcher.additional_parameters.requeue is True
+        assert cfg.hydra.launcher.signal_delay_s > 0
+    # one task per GPU
+    assert slurm.hydra.launcher.tasks_per_node == slurm.cluster.gpus_per_node == 8
+    assert cpu.hydra.launcher.gpus_per_node is None and cpu.hydra.launcher.tasks_per_node == 1
+
+
+def test_missing_partition_fails_before_submitting(tmp_path):
+    env = {**os.environ, "CFT_OUTPUTS": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "cft.main", "--multirun", "cluster=slurm-cpu",
+                           "method=sft,cft"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    # Hydra names the launcher key the value is interpolated into: hydra.launcher.partition
+    assert "Missing mandatory value: hydra.launcher.partition" in proc.stderr
+    assert not list(tmp_path.rglob("*_submission.sh"))
+
+
+def test_job_dirs_are_stable_and_collision_free(tmp_path):
+    """`--multirun` job dirs carry the job number and the overrides, never a timestamp: the same
+    command (e.g. submitit's requeue) finds the same dir; different cells never share one."""
+    env = {**os.environ, "CFT_OUTPUTS": str(tmp_path)}
+    cmd = [sys.executable, "-m", "cft.main", "--multirun", "stages=[]", "method=sft,cft",
+           "dataset.limit=8,16"]
+    for _ in range(2):
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    dirs = sorted(p.parent.parent for p in tmp_path.rglob(".hydra/overrides.yaml"))
+    assert len(dirs) == 4 and len({d.name for d in dirs}) == 4
+    for d in dirs:
+        overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
+        assert "stages=[]" in overrides and any(o.startswith("method=") for o in overrides)
+        assert d.name.split("_", 1)[0].isdigit()

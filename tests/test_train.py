@@ -1,0 +1,163 @@
+"""The train stage: packed == padded training, the DeepSpeed JSON, config knobs.
+
+Helpers here (`cft_rows`, `train_cfg`, `train`, `losses`) are shared by test_packing,
+test_resume and test_distributed: tiny model, fp32, CPU, CFT-formatted CHAMP examples.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+from cft.config import ConfigError, validate
+from cft.io import write_jsonl
+from cft.paths import RunPaths
+
+
+@functools.lru_cache(maxsize=None)
+def _champ_cft_rows() -> tuple:
+    """CFT rows (question, noisy response, reference-teacher critique) from real CHAMP records."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    from cft.critique.teachers import ReferenceTeacher
+    from cft.data.loaders import load_records
+
+    from conftest import ROOT
+
+    dataset = OmegaConf.load(ROOT / "conf" / "dataset" / "champ.yaml")
+    teacher = ReferenceTeacher(None, {})
+    rows = []
+    for rec in itertools.islice(load_records(dataset), 200):
+        rec = rec.to_dict() if hasattr(rec, "to_dict") else vars(rec)
+        critique, finish = teacher._critique(rec)
+        if finish == "stop":
+            rows.append({"id": rec["id"], "question": rec["question"],
+                         "noisy_response": rec["noisy_response"], "critique": critique})
+    return tuple(rows)
+
+
+def cft_rows(n: int, short: bool = True) -> list[dict]:
+    """n CFT rows; `short` clips the texts (keeping their varied lengths, ~60-300 tiny-tokenizer
+    tokens) so CPU tests stay fast."""
+    rows = [dict(r) for r in _champ_cft_rows()[:n]]
+    if short:
+        for i, r in enumerate(rows):
+            k = 80 + (i * 37) % 260
+            r.update(question=r["question"][:k], noisy_response=r["noisy_response"][:k],
+                     critique=r["critique"][: k // 2] + "\nConclusion: wrong [END]")
+    return rows
+
+
+TRAIN_OVERRIDES = ["model=tiny", "method=cft", "method.cutoff_len=512", "method.global_batch_size=8",
+                   "model.per_device_batch_size=4", "method.max_steps=6", "method.save_steps=2",
+                   "method.warmup_ratio=0.2", "model.packing=packed"]
+
+
+def train_cfg(compose, run_dir: Path, *overrides, world_size: int = 1):
+    cfg = compose([*TRAIN_OVERRIDES, *overrides], run_dir=run_dir)
+    return validate(cfg, world_size=world_size)
+
+
+def write_rows(run_dir: Path, n: int = 48) -> RunPaths:
+    paths = RunPaths.of(run_dir)
+    write_jsonl(paths.critiques, cft_rows(n))
+    return paths
+
+
+def train(cfg) -> dict:
+    from cft.train.stage import run
+
+    paths = RunPaths.of(cfg.run_dir)
+    if not paths.critiques.exists():
+        write_rows(paths.root)
+    return run(cfg, paths)
+
+
+def losses(run_dir: Path) -> dict[int, dict]:
+    """step -> the training log row (loss, learning_rate, grad_norm) of metrics.jsonl."""
+    out = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            out[row["step"]] = row
+    return out
+
+
+# --- packed vs padded through the Trainer -------------------------------------------------------
+def test_packed_and_padded_training_give_the_same_losses(compose, tmp_path):
+    """A user switching model.packing sees the same loss curve (fp32, CPU): <= 1e-5 abs."""
+    packed = train(train_cfg(compose, tmp_path / "packed", "method.max_steps=3"))
+    padded = train(train_cfg(compose, tmp_path / "padded", "method.max_steps=3", "model.packing=padded"))
+    assert packed["packing"] is True and padded["packing"] is False
+    a, b = losses(tmp_path / "packed"), losses(tmp_path / "padded")
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for step in a:
+        assert abs(a[step]["loss"] - b[step]["loss"]) <= 1e-5, (step, a[step], b[step])
+        assert abs(a[step]["grad_norm"] - b[step]["grad_norm"]) <= 1e-4
+    assert (tmp_path / "packed" / "model" / "model.safetensors").exists()
+
+
+def test_final_model_keeps_its_kv_cache_setting(compose, tmp_path):
+    """Training switches the KV cache off (packing needs it); the saved model must not keep that."""
+    train(train_cfg(compose, tmp_path / "r", "method.max_steps=1"))
+    config = json.loads((tmp_path / "r" / "model" / "config.json").read_text())
+    assert config["use_cache"] is True
+
+
+# --- the DeepSpeed JSON ---------------------------------------------------------------------------
+@pytest.mark.parametrize("option,stage", [("zero2", 2), ("zero3", 3)])
+def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage):
+    from cft.train.deepspeed import ds_config
+
+    cfg = validate(compose(["model=qwen2.5-7b", f"deepspeed={option}"]), world_size=8)
+    ds = ds_config(cfg, world_size=8, gpu=True)
+    assert ds["zero_optimization"]["stage"] == stage
+    assert ds["train_micro_batch_size_per_gpu"] == cfg.model.per_device_batch_size == 8
+    assert ds["gradient_accumulation_steps"] == cfg.method.grad_accum_steps == 512 // (8 * 8)
+    assert ds["train_batch_size"] == 512
+    assert ds["bf16"]["enabled"] is True and ds["fp16"]["enabled"] is False
+    assert ds["gradient_clipping"] == cfg.method.max_grad_norm
+    assert "auto" not in json.dumps(ds)
+    # bf16 is off where there is no GPU, whatever the recipe says.
+    assert ds_config(cfg, world_size=8, gpu=False)["bf16"]["enabled"] is False
+
+
+def test_deepspeed_none_is_off_and_offload_is_validated(compose):
+    from cft.train.deepspeed import ds_config
+
+    cfg = validate(compose(["model=qwen2.5-7b"]))
+    assert cfg.deepspeed.name == "none" and ds_config(cfg, 1, gpu=True) is None
+    off = validate(compose(["model=qwen2.5-7b", "deepspeed=zero3", "deepspeed.offload_optimizer=cpu",
+                            "deepspeed.offload_param=cpu"]), world_size=8)
+    ds = ds_config(off, 8, gpu=True)
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["optimizer"]["params"]["lr"] == off.method.lr  # offload needs DeepSpeed's CPU Adam
+    with pytest.raises(ConfigError, match="offload_param"):
+        validate(compose(["deepspeed=zero2", "deepspeed.offload_param=cpu"]))
+    with pytest.raises(ConfigError, match="model.packing"):
+        validate(compose(["model.packing=yes"]))
+
+
+def test_deepspeed_json_refuses_a_world_size_it_was_not_validated_for(compose):
+    from cft.train.deepspeed import ds_config
+
+    cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=zero2"]), world_size=8)
+    with pytest.raises(ValueError, match="global_batch_size"):
+        ds_config(cfg, world_size=4, gpu=True)
+
+
+# --- launch environment ---------------------------------------------------------------------------
+def test_srun_environment_maps_to_torch_distributed():
+    from cft.train.distributed import env_from_slurm
+
+    env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "3",
+           "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "1234"}
+    set_ = env_from_slurm(env)
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["MASTER_ADDR"]) == ("3", "8", "3", "gpu07")
+    assert env["MASTER_PORT"] == str(20000 + 1234) and set_
+    torchrun = {"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
+    assert env_from_slurm(torchrun) == {} and torchrun["RANK"] == "1"  # torchrun's own vars win
