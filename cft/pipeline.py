@@ -28,7 +28,7 @@ log = logging.getLogger("cft")
 DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
-    "train": ["model", "method", "seed"],
+    "train": ["model", "method", "seed", "deepspeed"],
     "eval": ["eval", "model.eval_template", "model.path"],
     "report": [],
 }
@@ -95,6 +95,13 @@ def run(cfg: DictConfig) -> dict:
             if stage not in cfg.stages:
                 continue
             marker = paths.stage_done(stage)
+            if world_size > 1 and stage != "train" and not is_rank_zero():
+                # Only rank 0 runs the single-process stages; other ranks wait for data/critique.
+                if stage in ("data", "critique"):
+                    from cft.train.distributed import wait_for_marker
+
+                    summary[stage] = wait_for_marker(marker, fp).get("summary")
+                continue
             if marker.exists() and read_json(marker).get("fingerprint") == fp:
                 log.info("stage %s: complete (%s), skipped", stage, marker)
                 print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")

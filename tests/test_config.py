@@ -10,7 +10,7 @@ import pytest
 from cft.config import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ["model", "dataset", "method", "teacher", "cluster"]
+GROUPS = ["model", "dataset", "method", "teacher", "cluster", "deepspeed"]
 
 
 def options(group: str) -> list[str]:

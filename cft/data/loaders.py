@@ -87,7 +87,7 @@ def load_champ(cfg) -> Iterator[Record]:
                 reference_solution=solution,
                 noisy_response=turns[0].text,
                 noisy_source=f"champ:{conv_key}",
-                response_correct=judge_free_text(turns[-1].text, problem.answer),
+                response_correct=judge_free_text(turns[-1].text, problem.answer, question=problem.text),
                 extra={"summary": turns[-1].text, "category": problem.category},
             )
 
