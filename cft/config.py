@@ -71,6 +71,9 @@ class MethodConfig:
     target: str = MISSING
     # Which records are kept: all | verified (response judged correct by the answer checker)
     keep: str = "all"
+    # cft only: share of the training set made of SFT pairs (question -> the dataset's response),
+    # mixed in with the critiques. 0 = pure CFT; `method=cft-sft` sets 0.5.
+    sft_ratio: float = 0.0
     # The paper's recipe (LLaMA-Factory config of the official repo).
     lr: float = 5e-6
     scheduler: str = "cosine"
@@ -235,6 +238,11 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
             raise ConfigError(f"stages: unknown stage {stage!r}; known: {list(STAGES)}")
     _choice(cfg, "method.target", TARGETS)
     _choice(cfg, "method.keep", KEEPS)
+    if not 0.0 <= cfg.method.sft_ratio < 1.0:
+        raise ConfigError(f"method.sft_ratio={cfg.method.sft_ratio} must be in [0, 1)")
+    if cfg.method.sft_ratio and cfg.method.target != "critique":
+        raise ConfigError(f"method.sft_ratio mixes SFT pairs into critique training; "
+                          f"method.target={cfg.method.target!r} is not 'critique'")
     _choice(cfg, "model.init", ("pretrained", "random"))
     _choice(cfg, "teacher.backend", ("reference", "openai", "vllm", "released"))
     _choice(cfg, "eval.backend", ("transformers", "vllm"))

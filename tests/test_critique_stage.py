@@ -92,3 +92,31 @@ def test_missing_key_names_the_variable(tmp_path, cache_dir):
                        "CFT_BENCHMARKS": str(BENCHMARKS)},
         capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "OPENAI_API_KEY" in out.stderr
+
+
+def test_cft_sft_mixes_sft_pairs_at_the_ratio(tmp_path, cache_dir):
+    out = cli(["method=cft-sft", "method.sft_ratio=0.25", "stages=[data,critique,train]",
+               "method.max_steps=1", "run_name=mix"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = tmp_path / "runs/mix"
+    examples = [json.loads(l) for l in (run / "train/examples.jsonl").open()]
+    critiques = [json.loads(l) for l in (run / "critique/critiques.jsonl").open()]
+    records = {r["id"]: r for r in map(json.loads, (run / "data/records.jsonl").open())}
+    sft = [e for e in examples if e["id"].startswith("sft:")]
+    assert len(examples) - len(sft) == len(critiques)
+    assert len(sft) == round(len(critiques) * 0.25 / 0.75)
+    assert len({e["id"] for e in sft}) == len(sft)
+    for e in sft:  # question -> the dataset's own response, no critique
+        rec = records[e["id"][len("sft:"):]]
+        assert (e["prompt"], e["target"]) == (rec["question"], rec["noisy_response"])
+    summary = json.loads((run / "stages/train.done.json").read_text())["summary"]
+    assert summary["n_sft_mixed"] == len(sft)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method=cft-sft", "method.sft_ratio=1.0"], "method.sft_ratio=1.0 must be in [0, 1)"),
+    (["method=sft", "method.sft_ratio=0.3"], "method.target='response' is not 'critique'"),
+])
+def test_bad_sft_ratio_fails_naming_the_key(tmp_path, cache_dir, overrides, message):
+    out = cli([*overrides, "stages=[]"], tmp_path, cache_dir)
+    assert out.returncode != 0 and message in out.stderr

@@ -24,8 +24,9 @@ from cft.io import atomic_open, read_json
 DISPLAY = {"math-500": "MATH-500", "minerva_math": "Minerva-Math", "gsm8k": "GSM8K",
            "olympiadbench": "OlympiadBench", "aime24": "AIME24", "amc23": "AMC23",
            "theoremqa": "TheoremQA"}
-METHOD_ORDER = ["sft", "sft-verified", "sft-teacher", "cft"]
+METHOD_ORDER = ["sft", "sft-verified", "sft-teacher", "cft", "cft-sft"]
 SFT_METHODS = ("sft", "sft-verified", "sft-teacher")
+CFT_METHODS = ("cft", "cft-sft")
 # Keys that differ between runs without describing the experiment.
 IGNORED = ("run_dir", "run_name", "paths.", "tracking.", "stages", "cluster.")
 MISSING, FAILED = "—", "failed"
@@ -61,7 +62,7 @@ class Table:
 
     @property
     def has_delta(self) -> bool:
-        return any(r.keys.get("method") == "cft" for r in self.rows)
+        return any(r.keys.get("method") in CFT_METHODS for r in self.rows)
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -147,10 +148,10 @@ def _mark_best(rows: list[Row], benchmarks: list[str]) -> None:
 
 
 def _deltas(rows: list[Row], labels: list[str]) -> None:
-    """CFT's average minus the best SFT-family average with the same other row keys."""
+    """A CFT-family average minus the best SFT-family average with the same other row keys."""
     others = [k for k in labels if k != "method"]
     for r in rows:
-        if r.keys["method"] != "cft" or r.average is None:
+        if r.keys["method"] not in CFT_METHODS or r.average is None:
             continue
         sft = [s.average for s in rows if s.keys["method"] in SFT_METHODS and s.average is not None
                and all(s.keys[k] == r.keys[k] for k in others)]
@@ -168,7 +169,7 @@ def _cell(row: Row, col: str, fmt: str = "{:.1f}") -> tuple[str, bool]:
 
 
 def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
-    if row.keys["method"] != "cft":
+    if row.keys["method"] not in CFT_METHODS:
         return ""
     if row.failed:
         return FAILED

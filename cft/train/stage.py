@@ -21,18 +21,43 @@ from cft.train.packing import PadCollator, attn_of, make_collator, packing_enabl
 
 
 def training_rows(cfg, paths: RunPaths) -> list[dict]:
-    """The rows a method trains on: critiques for cft / sft-teacher, records otherwise."""
+    """The examples a method trains on: critiques for cft / sft-teacher, records otherwise, and
+    for `method.sft_ratio > 0` critiques plus that share of SFT pairs (see mix_sft)."""
     if cfg.method.target in ("critique", "teacher_solution"):
         rows = read_jsonl(paths.critiques)
     else:
-        rows = read_jsonl(paths.records)
-        rows = [r for r in rows if r.get("noisy_response")]
-        if cfg.method.keep == "verified":
-            rows = [r for r in rows if r["response_correct"] == "right"]
+        rows = _sft_records(cfg, paths)
     if not rows:
         raise ValueError(f"method {cfg.method.name}: no training rows (see {paths.root}/data, "
                          f"{paths.critique_dir}); e.g. no verified responses or all critiques rejected")
-    return [example(r, cfg.method.target) for r in rows]
+    examples = [example(r, cfg.method.target) for r in rows]
+    if cfg.method.sft_ratio > 0:
+        examples += mix_sft(examples, _sft_records(cfg, paths), cfg.method.sft_ratio, cfg.seed)
+    return examples
+
+
+def _sft_records(cfg, paths: RunPaths) -> list[dict]:
+    rows = [r for r in read_jsonl(paths.records) if r.get("noisy_response")]
+    if cfg.method.keep == "verified":
+        rows = [r for r in rows if r["response_correct"] == "right"]
+    return rows
+
+
+def mix_sft(critique_examples: list[dict], records: list[dict], ratio: float, seed: int) -> list[dict]:
+    """SFT examples (question -> response) to add so they make up `ratio` of the mixed set.
+
+    Each record gives at most one example, so a ratio the records cannot fill raises rather
+    than silently training on a different mix.
+    """
+    import random
+
+    n = round(len(critique_examples) * ratio / (1.0 - ratio))
+    if n > len(records):
+        most = len(records) / (len(records) + len(critique_examples))
+        raise ValueError(f"method.sft_ratio={ratio}: needs {n} SFT pairs but only {len(records)} "
+                         f"records have a response; the most these data allow is {most:.3f}")
+    picked = random.Random(seed).sample(records, n)
+    return [dict(example(r, "response"), id=f"sft:{r['id']}") for r in picked]
 
 
 def _metrics_callback(metrics_path: Path):
@@ -159,7 +184,8 @@ def run(cfg, paths: RunPaths) -> dict:
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(paths.final_model, ignore_errors=True)
         os.replace(tmp, paths.final_model)
-    return {"n_examples": len(examples), "n_truncated": n_truncated,
+    return {"n_examples": len(examples), "n_sft_mixed": sum(e["id"].startswith("sft:") for e in examples),
+            "n_truncated": n_truncated,
             "train_loss": result.training_loss, "global_step": result.global_step,
             "resumed_from": str(last) if last else None, "packing": packing,
             "attn_implementation": attn_of(model), "deepspeed_stage": int(cfg.deepspeed.stage),
