@@ -51,8 +51,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    """Yield JSON objects; a malformed line raises DataError naming file and line."""
+def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
+    """Yield JSON objects; a malformed line, or one without a `required` field, raises
+    DataError naming file and line."""
     path = Path(path)
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -64,6 +65,9 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            missing = [k for k in required if k not in obj]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
             yield obj
 
 

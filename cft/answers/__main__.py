@@ -13,27 +13,12 @@ import time
 from pathlib import Path
 
 from cft.answers.grader import CHECKERS, Grader
-from cft.io import DataError, atomic_open
+from cft.io import DataError, atomic_open, iter_jsonl
 
 
 def read_pairs(path: Path) -> list[dict]:
     """The input rows; a bad line raises DataError naming the file and its line number."""
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in ("prediction", "reference") if k not in row]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            rows.append(row)
-    return rows
+    return list(iter_jsonl(path, required=("prediction", "reference")))
 
 
 def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
