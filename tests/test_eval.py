@@ -81,3 +81,19 @@ def test_critic_heldout_pairs_exclude_training_ids_and_are_balanced(compose):
     assert first[0]["id"] not in {p["id"] for p in again}
     truths = [p["response_correct"] for p in again]
     assert truths.count("right") == 10 and truths.count("wrong") == 10
+
+
+@pytest.mark.parametrize("spelling,name", [("math500", "math-500"), ("MATH-500", "math-500"),
+                                           ("Minerva-Math", "minerva_math"), ("aime2024", "aime24"),
+                                           ("OlympiadBench", "olympiadbench")])
+def test_benchmark_names_accept_their_usual_spellings(spelling, name):
+    from cft.eval.benchmarks import get_benchmark
+
+    assert get_benchmark(spelling).name == name
+
+
+def test_unknown_benchmark_lists_the_known_ones():
+    from cft.eval.benchmarks import get_benchmark
+
+    with pytest.raises(KeyError, match="eval.benchmarks: unknown benchmark 'math5000'.*gsm8k"):
+        get_benchmark("math5000")

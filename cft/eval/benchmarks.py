@@ -79,10 +79,24 @@ BENCHMARKS: dict[str, Benchmark] = {
 PAPER_BENCHMARKS = ["math-500", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]
 
 
+# Other spellings in use (the paper's table headers, lm-eval / Qwen2.5-Math eval names).
+ALIASES = {"math": "math-500", "math500": "math-500", "minerva": "minerva_math",
+           "minervamath": "minerva_math", "olympiad": "olympiadbench", "aime": "aime24",
+           "aime2024": "aime24", "amc": "amc23", "amc2023": "amc23", "gsm": "gsm8k"}
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[-_ ]", "", name.lower())
+
+
 def get_benchmark(name: str) -> Benchmark:
-    if name not in BENCHMARKS:
+    """The benchmark called `name`, in any of its usual spellings (`math500`, `MATH-500`, ...)."""
+    canonical = {_squash(k): k for k in BENCHMARKS}
+    key = _squash(name)
+    key = canonical.get(key) or ALIASES.get(key)
+    if key is None:
         raise KeyError(f"eval.benchmarks: unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
-    return BENCHMARKS[name]
+    return BENCHMARKS[key]
 
 
 _WORD = re.compile(r"\w+")

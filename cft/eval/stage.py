@@ -48,8 +48,8 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     model = tokenizer = None
     results = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in benchmarks:
-        bench = get_benchmark(name)
+    for bench in [get_benchmark(n) for n in benchmarks]:  # unknown names fail before any work
+        name = bench.name
         items = bench.load(cfg.paths.benchmarks, limit)
         prompts = [eval_prompt(cfg.model.eval_template, it["question"]) for it in items]
         progress = out_dir / f"{name}.progress.jsonl"
@@ -109,15 +109,14 @@ def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
     candidates = checkpoints(paths)
     if not candidates:
         raise FileNotFoundError(f"eval.select_checkpoint=true but no checkpoints in {paths.checkpoints}")
+    bench = get_benchmark(cfg.eval.select_benchmark).name
     curve = []
     for step, path in candidates:
         res = evaluate(cfg, str(path), paths.eval_dir / "selection" / f"checkpoint-{step}",
-                       benchmarks=[cfg.eval.select_benchmark], limit=cfg.eval.select_limit,
-                       tokenizer_path=tokenizer_path)
-        curve.append({"step": step, "path": str(path),
-                      "accuracy": res[cfg.eval.select_benchmark]["accuracy"]})
+                       benchmarks=[bench], limit=cfg.eval.select_limit, tokenizer_path=tokenizer_path)
+        curve.append({"step": step, "path": str(path), "accuracy": res[bench]["accuracy"]})
     best = max(curve, key=lambda c: (c["accuracy"], c["step"]))
-    selection = {"benchmark": cfg.eval.select_benchmark, "curve": curve, "best": best}
+    selection = {"benchmark": bench, "curve": curve, "best": best}
     write_json(paths.eval_dir / "selection.json", selection)
     return selection
 
