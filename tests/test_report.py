@@ -139,6 +139,17 @@ def test_cli_on_a_dir_without_runs_says_so(tmp_path, capsys):
     assert "no run directories" in capsys.readouterr().err
 
 
+def test_online_report_without_wandb_workspaces_says_how_and_keeps_local_files(sweep, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb_workspaces") is not None:
+        pytest.skip("wandb-workspaces is installed (the [report] extra)")
+    out = tmp_path / "report"
+    assert main([str(sweep), "--out", str(out), "--wandb", "online"]) == 2
+    assert 'pip install -e ".[report]"' in capsys.readouterr().err
+    assert (out / "report.html").exists() and (out / "results_table.csv").exists()
+
+
 # --- a real tiny sweep -----------------------------------------------------------------------
 FAKE_OPENAI = "sk-test-FAKE-0123456789abcdef"
 FAKE_WANDB = "fakewandbkey-0123456789abcdef"

@@ -2,7 +2,7 @@
 
     python -m cft.report outputs/multirun/tiny-cft-champ-reference        # -> DIR/report/
     python -m cft.report outputs/runs --out /tmp/table                     # every single run
-    WANDB_MODE=online python -m cft.report DIR --project cft               # + a W&B Report
+    WANDB_MODE=online python -m cft.report DIR --project cft               # + a W&B Report (needs the [report] extra)
 
 Writes results_table.{md,csv,tex}, train_loss.png, accuracy.png, checkpoint_selection.png (when
 a run has eval/selection.json), report.md and report.html into --out (default DIR/report).
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         report = build_report(args.dir, args.out, args.wandb, args.project, args.entity, args.group)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(to_markdown(report["table"]))

@@ -63,10 +63,16 @@ def create_online(table: Table, plots: dict[str, Path], title: str, group: str, 
                   entity: str | None = None) -> str:
     """Log the table and images to a report run in `group`, then save a W&B Report; its URL.
 
-    Needs `pip install wandb-workspaces` and a logged-in W&B client. Untested without network.
+    Needs `pip install -e ".[report]"` (wandb-workspaces) and WANDB_API_KEY in the environment.
+    Untested here: it needs the network.
     """
     import wandb
-    import wandb_workspaces.reports.v2 as wr
+
+    try:
+        import wandb_workspaces.reports.v2 as wr
+    except ImportError:
+        raise RuntimeError('an online W&B Report needs wandb-workspaces: pip install -e ".[report]" '
+                           "(the local report.md/html were written)") from None
 
     with wandb.init(project=project, entity=entity, group=group, job_type="report",
                     name=f"{group}/report") as run:
