@@ -174,7 +174,23 @@ def get_stats(base_url: str) -> dict:
         return json.loads(r.read())
 
 
-class ServerThread:
+class _Running:
+    """`with X(...) as server:` starts and stops it; `stats()` asks the running server."""
+
+    base_url = ""
+
+    def stats(self) -> dict:
+        return get_stats(self.base_url)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class ServerThread(_Running):
     """The server on a background thread of this process: `with ServerThread(...) as s:`."""
 
     def __init__(self, **options):
@@ -190,23 +206,15 @@ class ServerThread:
         self.base_url = f"http://127.0.0.1:{port}/v1"
         return self.base_url
 
-    def stats(self) -> dict:
-        return get_stats(self.base_url)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
-class ServerProcess:
+class ServerProcess(_Running):
     """The server as a child process (its own core and GIL): `with ServerProcess(...) as s:`."""
 
     def __init__(self, **options):
@@ -226,20 +234,12 @@ class ServerProcess:
         self.base_url = line.split()[-1]
         return self.base_url
 
-    def stats(self) -> dict:
-        return get_stats(self.base_url)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
 
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
