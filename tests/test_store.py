@@ -74,3 +74,27 @@ def test_ledger_totals_and_cost(tmp_path):
         totals = ledger.totals()
     assert totals == {"attempts": 2, "prompt_tokens": 1000, "completion_tokens": 500,
                       "cost_usd": round((1000 * 2.5 + 500 * 10.0) / 1e6, 6)}
+
+
+def test_a_second_writer_is_refused_until_the_first_dies(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from cft.critique.store import StoreBusy
+
+    path = tmp_path / "cache.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom cft.critique.store import ResultStore\n"
+         f"s = ResultStore({str(path)!r})\ns.append({{'key': 'k1', 'text': 'a'}})\nprint('ready', flush=True)\n"
+         "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreBusy, match=rf"{path}.*pid {holder.pid}"):
+            ResultStore(path)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with ResultStore(path) as store:  # the kernel dropped the dead writer's lock
+        assert store.get("k1")["text"] == "a"

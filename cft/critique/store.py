@@ -8,9 +8,15 @@ therefore lose the last second of results, which a resumed run requests again (n
 in the store). A crash can tear only the last
 line; on open the torn tail is moved to a `.torn` side file (kept for inspection, never
 silently buried) and the file is truncated to its last complete line.
+
+One writer per file: opening takes an exclusive `flock` on `<file>.lock` and a second process
+(say, the same sweep cell submitted twice) fails at once, naming the file and the holder's pid,
+instead of interleaving lines. The kernel drops the lock when its holder dies, even by SIGKILL,
+so a resumed run never finds a stale lock.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -69,10 +75,33 @@ _CHUNK = 1 << 16
 _FSYNC_EVERY_S = 1.0
 
 
+class StoreBusy(RuntimeError):
+    """Another process holds the file's writer lock."""
+
+
+def _take_lock(path: Path):
+    lock_path = path.with_name(path.name + ".lock")
+    f = open(lock_path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise StoreBusy(f"{path} is being written by another process (pid {holder}, lock "
+                        f"{lock_path}); wait for it or stop it, then run again") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 class _AppendLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = _take_lock(self.path)
         self.repaired_bytes = _repair_tail(self.path)
         self._lock = threading.Lock()
         self._f = open(self.path, "ab")
@@ -96,6 +125,7 @@ class _AppendLog:
             self._f.flush()
             os.fsync(self._f.fileno())
         self._f.close()
+        self._lockfile.close()  # releases the flock
 
     def __enter__(self):
         return self
