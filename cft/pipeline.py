@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cft.config import STAGES, validate
+from cft.config import STAGES, ConfigError, validate
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
 from cft.tracking import track
@@ -41,6 +41,22 @@ def check_inputs(cfg: DictConfig, paths: RunPaths, stage: str) -> None:
     if needs and needs not in cfg.stages and not paths.stage_done(needs).exists():
         raise RuntimeError(f"stage {stage} needs the outputs of stage {needs!r}, which {paths.root} "
                            f"does not have: add it, e.g. stages=[{needs},{stage}]")
+
+
+def check_packages(cfg: DictConfig) -> None:
+    """Fail before any work when a selected backend's optional package is not installed, not
+    hours later when a sweep reaches its eval stage."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    uses = {"eval.backend": "eval" in cfg.stages and cfg.eval.backend == "vllm",
+            "dataset.noisy_generator_backend": "data" in cfg.stages and bool(cfg.dataset.noisy_generator)
+            and cfg.dataset.noisy_generator_backend == "vllm"}
+    for key, used in uses.items():
+        if used:
+            raise ConfigError(f'{key}=vllm needs vLLM, which is not installed: pip install -e ".[vllm]", '
+                               f"or set {key}=transformers")
 
 
 def stage_fn(stage: str):
@@ -79,6 +95,7 @@ def run(cfg: DictConfig) -> dict:
     """Run cfg.stages into cfg.run_dir; returns a summary per stage. Callable without Hydra."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     validate(cfg, world_size=world_size)
+    check_packages(cfg)
     paths = RunPaths.of(cfg.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     if is_rank_zero():

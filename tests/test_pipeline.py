@@ -110,3 +110,18 @@ def test_malformed_user_dataset_fails_naming_file_and_line(cache_dir, tmp_path):
     assert out.returncode != 0
     assert f"{data}:2: not valid JSON" in out.stderr
     assert not (tmp_path / "runs/tiny-cft-jsonl-reference/data/records.jsonl").exists()
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["eval.backend=vllm"], "eval.backend"),
+    (["dataset.noisy_generator=tiny", "dataset.noisy_generator_backend=vllm"], "dataset.noisy_generator_backend"),
+])
+def test_missing_vllm_fails_before_any_stage(cache_dir, tmp_path, overrides, key):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    out = cli([*overrides, "run_name=novllm"], tmp_path, cache_dir)
+    assert out.returncode != 0
+    assert f'{key}=vllm needs vLLM, which is not installed: pip install -e ".[vllm]"' in out.stderr
+    assert not (tmp_path / "runs/novllm/stages").exists()

@@ -17,8 +17,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from cft.config import validate
+from cft.eval.benchmarks import PAPER_BENCHMARKS
 
 ROOT = Path(__file__).resolve().parents[1]
+
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 PAPER_GRIDS = {"main-table": 12, "dataset-ablation": 6, "noisy-source-ablation": 2,
                "teacher-ablation": 2, "qwen32b-4k": 1, "champ-noisy-models": 8}
@@ -67,6 +69,9 @@ def test_every_cell_composes_and_validates(compose, experiment):
         world = max(1, cfg.cluster.gpus_per_node) * cfg.cluster.nodes
         validate(cfg, world_size=world)
         assert cfg.method.grad_accum_steps >= 1
+        if cluster == "slurm":  # the paper's protocol: six benchmarks, vLLM, best ckpt on MATH-500
+            assert list(cfg.eval.benchmarks) == PAPER_BENCHMARKS
+            assert (cfg.eval.backend, cfg.eval.select_checkpoint, cfg.eval.select_benchmark) == ("vllm", True, "math-500")
         run_names.add((cfg.run_name, tuple(cell)))
     assert len(run_names) == len(grid_cells(experiment))
 
