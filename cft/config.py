@@ -85,9 +85,11 @@ class MethodConfig:
     cutoff_len: int = 2048
     bf16: bool = True
     max_grad_norm: float = 1.0
-    # Full-state checkpoints (train/checkpoints/checkpoint-N): every save_steps optimizer steps,
-    # keeping the newest save_total_limit complete ones. 0 = twice per run (max_steps / 2) or 500.
-    save_steps: int = 0
+    # Full-state checkpoints (train/checkpoints/checkpoint-N): every save_steps optimizer steps
+    # (a value < 1 is a share of the run's total steps, as in HF TrainingArguments; the default
+    # 0.2 saves 5 evenly spaced checkpoints whatever the data size), keeping the newest
+    # save_total_limit complete ones (all of them when eval.select_checkpoint picks among them).
+    save_steps: float = 0.2
     save_total_limit: int = 2
     # Derived in validate(): global_batch_size / (world_size * per_device_batch_size).
     grad_accum_steps: int = 0

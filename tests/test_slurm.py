@@ -96,8 +96,8 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
     checkpoints the call and requeues; the requeued job resumes the same run dir, skips the
     finished stages and resumes training from the last complete checkpoint."""
     env = _env(tmp_path, cache_dir)
-    # 6 steps, a checkpoint every 3 (save_steps = max_steps // 2): room to interrupt after one.
-    submit = subprocess.Popen(_sweep(["method=cft", "method.max_steps=6"], env), cwd=ROOT, env=env,
+    # 6 steps, a checkpoint every 3: room to interrupt after one.
+    submit = subprocess.Popen(_sweep(["method=cft", "method.max_steps=6", "method.save_steps=3"], env), cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 300

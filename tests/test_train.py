@@ -108,6 +108,17 @@ def test_final_model_keeps_its_kv_cache_setting(compose, tmp_path):
     assert config["use_cache"] is True
 
 
+@pytest.mark.parametrize("select,kept", [(False, [8, 10]), (True, [2, 4, 6, 8, 10])])
+def test_default_saves_five_checkpoints_and_selection_keeps_them_all(compose, tmp_path, select, kept):
+    """save_steps=0.2 (the default) is a share of the run, so a 10-step run saves every 2 steps;
+    rotation keeps save_total_limit=2 of them unless eval.select_checkpoint must pick among all."""
+    cfg = train_cfg(compose, tmp_path / "r", "method.max_steps=10", "method.save_steps=0.2",
+                    f"eval.select_checkpoint={str(select).lower()}")
+    train(cfg)
+    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "r/train/checkpoints").glob("checkpoint-*"))
+    assert saved == kept
+
+
 # --- the DeepSpeed JSON ---------------------------------------------------------------------------
 @pytest.mark.parametrize("option,stage", [("zero2", 2), ("zero3", 3)])
 def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage):

@@ -73,10 +73,9 @@ def _metrics_callback(metrics_path: Path):
     return MetricsJsonl()
 
 
-def _save_steps(method) -> int:
-    if method.save_steps > 0:
-        return int(method.save_steps)
-    return max(1, method.max_steps // 2) if method.max_steps > 0 else 500
+def _keep(cfg) -> int:
+    """How many complete checkpoints rotation keeps; 0 = all (checkpoint selection needs them)."""
+    return 0 if cfg.eval.select_checkpoint else int(cfg.method.save_total_limit)
 
 
 def _tracker_run_id(paths: RunPaths) -> str | None:
@@ -110,7 +109,7 @@ def training_args(cfg, paths: RunPaths, world_size: int, use_cpu: bool):
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=_save_steps(cfg.method),
+        save_steps=cfg.method.save_steps,
         save_total_limit=None,  # rotation happens after the COMPLETE marker (checkpoint.py)
         report_to="none",
         seed=cfg.seed,
@@ -171,7 +170,7 @@ def run(cfg, paths: RunPaths) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=make_collator(packing, tokenizer.pad_token_id),
                       callbacks=[_metrics_callback(paths.metrics),
-                                 ckpt.completion_callback(key, cfg.method.save_total_limit, _tracker_run_id(paths))])
+                                 ckpt.completion_callback(key, _keep(cfg), _tracker_run_id(paths))])
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     # Every rank calls save_model (ZeRO-3 gathers shards); only the main process writes.
