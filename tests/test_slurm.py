@@ -120,6 +120,9 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
         for _ in range(120):
             info = _scontrol(job["job_id"])
             if info.get("JobState") == "PENDING" and int(info.get("Restarts", 0)) >= 1:
+                # slurmd revoked the old instance's credential with 1-second resolution: a launch
+                # in that same second is killed ("Job credential revoked"), so let it pass.
+                time.sleep(2.0)
                 subprocess.run(["scontrol", "update", f"jobid={job['job_id']}", "StartTime=now"], check=True)
                 break
             time.sleep(0.5)
