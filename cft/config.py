@@ -33,8 +33,9 @@ class ModelConfig:
     gradient_checkpointing: bool = True
     # Micro-batch layout (cft/train/packing.py). "packed": padding-free, one row of concatenated
     # samples whose positions restart per sample, so no token attends across samples.
-    # "padded": right-padded rows. "auto": packed with a varlen kernel (flash_attention_2/3, the
-    # GPU default), padded otherwise (sdpa masks a packed row densely: correct, but quadratic).
+    # "padded": right-padded rows. "auto": packed with a kernel that skips cross-sample attention
+    # (flash_attention_2/3, the GPU default; flex_attention), padded otherwise (sdpa masks a
+    # packed row densely: correct, but quadratic).
     packing: str = "auto"
 
 

@@ -43,7 +43,7 @@ def _model(tiny_source, attn):
     return model
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flex_attention"])
 def test_packed_losses_equal_one_by_one(tiny_source, tiny_tokenizer, attn):
     import torch
 
@@ -102,8 +102,9 @@ def test_labels_never_cross_a_sample_boundary(tiny_tokenizer):
         start += n
 
 
-def test_auto_packs_only_with_varlen_kernels():
+def test_auto_packs_only_with_sparse_kernels():
     assert packing_enabled("auto", "flash_attention_2") is True
+    assert packing_enabled("auto", "flex_attention") is True  # block-sparse document mask
     assert packing_enabled("auto", "sdpa") is False  # exact but quadratic in the packed row
     assert packing_enabled("packed", "sdpa") is True
     assert packing_enabled("packed", "some_kernel") is False  # cannot mask a packed row

@@ -7,7 +7,8 @@ We use the library piece rather than our own because the attention kernels key o
 output: flash_attention_2 turns restarting ``position_ids`` into ``cu_seqlens`` (varlen kernel),
 and in transformers 5 sdpa/eager/flex build a block-diagonal causal mask from them
 (``masking_utils.find_packed_sequence_indices``). Both were checked numerically on CPU
-(tests/test_packing.py: per-sample losses of a packed row equal the one-by-one losses).
+(tests/test_packing.py: per-sample losses of a packed row equal the one-by-one losses, for
+sdpa, eager and flex_attention).
 
 Two traps, both handled by ``prepare_model``:
 - that mask path only runs when no KV cache is passed. A config with ``use_cache: true`` (Qwen2's
@@ -19,6 +20,9 @@ Two traps, both handled by ``prepare_model``:
 Cost: flash_attention_2/3 run a varlen kernel over a packed row, so attention FLOPs are
 sum(L_i^2) and no pad token is processed: that is what packing is for, and it is what
 ``model.packing=auto`` selects (on a GPU, `model.attn_implementation=auto` picks flash-attn).
+flex_attention gets there with a block-sparse mask (torch.compile'd; the first call compiles,
+~50 s on CPU), so ``auto`` packs with it too: the choice for a GPU without the flash-attn
+package (its speed there is unmeasured: no GPU was lent to this project yet).
 sdpa/eager instead materialise a dense block-diagonal mask over the whole row: still exact,
 but attention costs (sum L_i)^2 and torch's masked-sdpa backward on CPU is ~3x the padded one
 (measured on tiny, 8 CHAMP samples: 2.6 s vs 0.9 s). So ``auto`` pads with those kernels and
@@ -34,8 +38,9 @@ log = logging.getLogger("cft")
 
 # Attention implementations whose transformers 5 code path honours packed position_ids ...
 PACKING_ATTN = ("flash_attention_2", "flash_attention_3", "sdpa", "eager", "flex_attention")
-# ... and those that do so without computing attention across samples (varlen kernels).
-VARLEN_ATTN = ("flash_attention_2", "flash_attention_3")
+# ... and those that do so without computing attention across samples: the varlen flash kernels,
+# and flex_attention, whose block mask skips every block that lies wholly across two samples.
+SPARSE_ATTN = ("flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 class PadCollator:
@@ -64,8 +69,8 @@ def packing_enabled(mode: str, attn_implementation: str) -> bool:
     """Whether to pack, given model.packing (auto | packed | padded) and the attention kernel."""
     if mode == "padded":
         return False
-    if mode == "auto" and attn_implementation not in VARLEN_ATTN:
-        _say(f"packing: auto -> padded batches: {attn_implementation!r} is not a varlen kernel "
+    if mode == "auto" and attn_implementation not in SPARSE_ATTN:
+        _say(f"packing: auto -> padded batches: {attn_implementation!r} masks a packed row densely "
              f"(packing would be exact but quadratic in the packed row; model.packing=packed forces it)")
         return False
     if attn_implementation not in PACKING_ATTN:
