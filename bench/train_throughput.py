@@ -151,7 +151,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-config", default="tiny", choices=["tiny", "qwen2.5-1.5b"])
-    ap.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2")
+    ap.add_argument("--attn", default="sdpa", help="sdpa | eager | flash_attention_2 | flex_attention")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=8, help="samples per micro-batch")
     ap.add_argument("--cutoff", type=int, default=1024)

@@ -20,9 +20,9 @@ Two traps, both handled by ``prepare_model``:
 Cost: flash_attention_2/3 run a varlen kernel over a packed row, so attention FLOPs are
 sum(L_i^2) and no pad token is processed: that is what packing is for, and it is what
 ``model.packing=auto`` selects (on a GPU, `model.attn_implementation=auto` picks flash-attn).
-flex_attention gets there with a block-sparse mask (torch.compile'd; the first call compiles,
-~50 s on CPU), so ``auto`` packs with it too: the choice for a GPU without the flash-attn
-package (its speed there is unmeasured: no GPU was lent to this project yet).
+flex_attention gets there with a block-sparse mask (torch.compile'd), so ``auto`` packs with it
+too: the choice for a GPU without the flash-attn package (its speed there is unmeasured: no GPU
+was lent to this project yet). It trains on GPUs only: PyTorch has no flex backward on CPU.
 sdpa/eager instead materialise a dense block-diagonal mask over the whole row: still exact,
 but attention costs (sum L_i)^2 and torch's masked-sdpa backward on CPU is ~3x the padded one
 (measured on tiny, 8 CHAMP samples: 2.6 s vs 0.9 s). So ``auto`` pads with those kernels and
