@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import time
@@ -22,7 +21,6 @@ from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
 from cft.tracking import track
 
-log = logging.getLogger("cft")
 
 # Config sections each stage's output depends on (besides the previous stage's output).
 DEPENDS = {
@@ -120,7 +118,6 @@ def run(cfg: DictConfig) -> dict:
                     summary[stage] = wait_for_marker(marker, fp).get("summary")
                 continue
             if marker.exists() and read_json(marker).get("fingerprint") == fp:
-                log.info("stage %s: complete (%s), skipped", stage, marker)
                 print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")
                 summary[stage] = read_json(marker).get("summary")
                 continue
