@@ -121,7 +121,7 @@ class TeacherConfig:
     # USD per million tokens, for the cost ledger.
     price_prompt_per_mtok: float = 0.0
     price_completion_per_mtok: float = 0.0
-    # Filters applied to parsed critiques (cft/critique/filters.py).
+    # Filters applied to parsed critiques (apply_filters in cft/critique/stage.py).
     drop_disagreements: bool = False
     balance_verdicts: bool = False
 
