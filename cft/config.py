@@ -70,7 +70,7 @@ class MethodConfig:
     name: str = MISSING
     # What the model learns to produce: critique | response | teacher_solution
     target: str = MISSING
-    # Which records are kept: all | verified (response judged correct by the answer checker)
+    # Which records are kept: all | verified (judged correct: cft.data.record.is_verified)
     keep: str = "all"
     # cft only: share of the training set made of SFT pairs (question -> the dataset's response),
     # mixed in with the critiques. 0 = pure CFT; `method=cft-sft` sets 0.5.
@@ -257,6 +257,10 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))
     if cfg.deepspeed.offload_param != "none" and cfg.deepspeed.stage != 3:
         raise ConfigError("deepspeed.offload_param needs deepspeed.stage=3 (ZeRO-3 partitions parameters)")
+    if "critique" in cfg.stages and cfg.teacher.backend == "released" and cfg.method.target == "teacher_solution":
+        raise ConfigError(f"method={cfg.method.name} trains on teacher-written solutions, but teacher=released "
+                          "only ships critiques: use a teacher that writes them (teacher=gpt-4o for the "
+                          "paper's SFT-GPT4o)")
     if "critique" in cfg.stages and cfg.teacher.backend in ("openai", "vllm"):
         for key in ("model", "base_url"):  # `???` in the YAML: fails here, naming the key
             if OmegaConf.is_missing(cfg.teacher, key):

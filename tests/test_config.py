@@ -87,3 +87,11 @@ def test_validate_names_the_key(compose):
         validate(compose(["method.target=imitation"]))
     with pytest.raises(ConfigError, match="stages"):
         validate(compose(["stages=[data,trian]"]))
+
+
+def test_sft_teacher_with_released_critiques_fails_naming_both(compose):
+    """teacher=released ships critiques; training them as 'solutions' would be a silent mix-up."""
+    cfg = compose(["dataset=webinstruct-cft-50k", "teacher=released", "method=sft-teacher"])
+    with pytest.raises(ConfigError, match="method=sft-teacher .* teacher=released only ships critiques"):
+        validate(cfg)
+    validate(compose(["dataset=webinstruct-cft-50k", "teacher=released", "method=sft-teacher", "stages=[eval]"]))

@@ -120,3 +120,17 @@ def test_cft_sft_mixes_sft_pairs_at_the_ratio(tmp_path, cache_dir):
 def test_bad_sft_ratio_fails_naming_the_key(tmp_path, cache_dir, overrides, message):
     out = cli([*overrides, "stages=[]"], tmp_path, cache_dir)
     assert out.returncode != 0 and message in out.stderr
+
+
+def test_sft_verified_on_webinstruct_keeps_what_the_shipped_critique_judged_right(tmp_path, cache_dir):
+    """WebInstruct-CFT has no reference answer: the paper's SFT-verified keeps the responses its
+    GPT-4o critiques judged correct (the main table's sft-verified cells train on these)."""
+    from test_data import WEBINSTRUCT_ROWS
+
+    data = tmp_path / "wi.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in WEBINSTRUCT_ROWS))
+    out = cli(["dataset=webinstruct-cft-50k", f"dataset.path={data}", "method=sft-verified",
+               "stages=[data,train]", "method.max_steps=1", "run_name=ver"], tmp_path, cache_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    examples = [json.loads(l) for l in (tmp_path / "runs/ver/train/examples.jsonl").open()]
+    assert [(e["prompt"], e["target"]) for e in examples] == [("Solve x+1=3.", "x=2.")]

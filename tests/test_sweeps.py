@@ -22,7 +22,7 @@ from cft.eval.benchmarks import PAPER_BENCHMARKS
 ROOT = Path(__file__).resolve().parents[1]
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-PAPER_GRIDS = {"main-table": 12, "dataset-ablation": 6, "noisy-source-ablation": 2,
+PAPER_GRIDS = {"main-table": 9, "main-table-sft-gpt4o": 3, "dataset-ablation": 6, "noisy-source-ablation": 2,
                "teacher-ablation": 2, "qwen32b-4k": 1, "champ-noisy-models": 8}
 
 

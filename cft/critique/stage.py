@@ -16,7 +16,7 @@ from cft.critique.prompts import load_prompt
 from cft.critique.store import Ledger, ResultStore
 from cft.critique.teachers import build_teacher
 from cft.critique.verdict import parse_verdict, reject_reason
-from cft.data.record import UNKNOWN
+from cft.data.record import UNKNOWN, is_verified
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 
@@ -68,7 +68,7 @@ def run(cfg, paths: RunPaths) -> dict:
         return {"skipped": f"method {cfg.method.name} trains on the dataset's responses; no teacher"}
     records = read_jsonl(paths.records)
     if cfg.method.keep == "verified":
-        records = [r for r in records if r["response_correct"] == "right"]
+        records = [r for r in records if is_verified(r)]
     paths.critique_dir.mkdir(parents=True, exist_ok=True)
 
     teacher_stats: dict = {}

@@ -29,3 +29,15 @@ class Record:
     @classmethod
     def from_dict(cls, d: dict) -> "Record":
         return cls(**d)
+
+
+def is_verified(rec: dict) -> bool:
+    """Whether a record's noisy response counts as verified correct (method.keep=verified).
+
+    The answer checker decides where it can. Where it cannot (WebInstruct-CFT has no reference
+    answer), the verdict of the critique the dataset ships decides: the paper's SFT-verified
+    keeps the responses its GPT-4o critiques judged correct.
+    """
+    if rec["response_correct"] != UNKNOWN:
+        return rec["response_correct"] == RIGHT
+    return (rec.get("extra") or {}).get("released_verdict") == RIGHT

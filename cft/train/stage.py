@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+from cft.data.record import is_verified
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 from cft.tracking import log_metrics
@@ -39,7 +40,7 @@ def training_rows(cfg, paths: RunPaths) -> list[dict]:
 def _sft_records(cfg, paths: RunPaths) -> list[dict]:
     rows = [r for r in read_jsonl(paths.records) if r.get("noisy_response")]
     if cfg.method.keep == "verified":
-        rows = [r for r in rows if r["response_correct"] == "right"]
+        rows = [r for r in rows if is_verified(r)]
     return rows
 
 
