@@ -119,6 +119,31 @@ def test_default_saves_five_checkpoints_and_selection_keeps_them_all(compose, tm
     assert saved == kept
 
 
+@pytest.mark.parametrize("model,zero", [("qwen2.5-math-7b", "zero2"), ("qwen2.5-7b", "zero2"),
+                                        ("deepseek-math", "zero2"), ("qwen2.5-32b-instruct", "zero3"),
+                                        ("tiny", "none")])
+def test_bf16_models_train_under_zero_by_default(compose, model, zero):
+    """ZeRO keeps fp32 master weights; the command line still wins (deepspeed=none)."""
+    assert compose([f"model={model}"]).deepspeed.name == zero
+    assert compose([f"model={model}", "deepspeed=none"]).deepspeed.name == "none"
+
+
+def test_without_deepspeed_bf16_weights_train_in_fp32_and_save_in_bf16(compose, tmp_path):
+    """No DeepSpeed = no fp32 master copy: bf16 weights would drop most lr-5e-6 updates, so the
+    Trainer gets fp32 weights (checkpoints are fp32) and the final model is saved in model.dtype."""
+    import torch
+    from safetensors.torch import load_file
+
+    train(train_cfg(compose, tmp_path / "r", "model.dtype=bfloat16", "method.max_steps=1"))
+
+    def dtypes(path):
+        return {t.dtype for t in load_file(str(path)).values()}
+
+    assert dtypes(tmp_path / "r/train/checkpoints/checkpoint-1/model.safetensors") == {torch.float32}
+    assert dtypes(tmp_path / "r/model/model.safetensors") == {torch.bfloat16}
+    assert json.loads((tmp_path / "r/model/config.json").read_text())["dtype"] == "bfloat16"
+
+
 # --- the DeepSpeed JSON ---------------------------------------------------------------------------
 @pytest.mark.parametrize("option,stage", [("zero2", 2), ("zero3", 3)])
 def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage):
@@ -140,7 +165,7 @@ def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage
 def test_deepspeed_none_is_off_and_offload_is_validated(compose):
     from cft.train.deepspeed import ds_config
 
-    cfg = validate(compose(["model=qwen2.5-7b"]))
+    cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=none"]))
     assert cfg.deepspeed.name == "none" and ds_config(cfg, 1, gpu=True) is None
     off = validate(compose(["model=qwen2.5-7b", "deepspeed=zero3", "deepspeed.offload_optimizer=cpu",
                             "deepspeed.offload_param=cpu"]), world_size=8)

@@ -34,7 +34,7 @@ def _load(cfg, model_path: str, tokenizer_path: str | None = None):
     from cft.train.model import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.trust_remote_code)
-    model = load_model(model_path, cfg.model, for_training=False)
+    model = load_model(model_path, cfg.model)
     return (model.cuda() if torch.cuda.is_available() else model), tokenizer
 
 

@@ -51,14 +51,17 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_model(source: str, model_cfg, for_training: bool = True):
+def load_model(source: str, model_cfg, fp32_master: bool = False):
+    """The model in model.dtype, or in float32 when `fp32_master`: training without DeepSpeed has
+    no fp32 master copy, and bf16 weights cannot take lr-5e-6 updates (most round to zero), so
+    the weights stay fp32 and the Trainer's bf16 autocast does the mixed precision."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = DTYPES.get(model_cfg.dtype)
     if dtype is None:
         raise ValueError(f"model.dtype={model_cfg.dtype!r}; known: {sorted(DTYPES)}")
-    if not torch.cuda.is_available() and dtype == "float16":
+    if (not torch.cuda.is_available() and dtype == "float16") or fp32_master:
         dtype = "float32"
     return AutoModelForCausalLM.from_pretrained(
         source, dtype=getattr(torch, dtype),

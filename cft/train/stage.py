@@ -159,7 +159,7 @@ def run(cfg, paths: RunPaths) -> dict:
         safe_deepspeed_load()
         if rank == 0:
             write_json(paths.train_dir / "deepspeed.json", args.hf_deepspeed_config.config)
-    model = load_model(source, cfg.model)
+    model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0)
     use_cache = prepare_model(model)
     packing = packing_enabled(cfg.model.packing, attn_of(model))
 
@@ -176,6 +176,12 @@ def run(cfg, paths: RunPaths) -> dict:
 
     # Every rank calls save_model (ZeRO-3 gathers shards); only the main process writes.
     model.config.use_cache = use_cache
+    if int(cfg.deepspeed.stage) == 0:  # trained with fp32 master weights: save in model.dtype
+        import torch
+
+        from cft.train.model import DTYPES
+
+        model.to(getattr(torch, DTYPES[cfg.model.dtype]))
     tmp = paths.final_model.with_name(paths.final_model.name + ".tmp")
     if trainer.is_world_process_zero():
         shutil.rmtree(tmp, ignore_errors=True)
