@@ -111,6 +111,8 @@ def measure(model, batches, device, warmup: int) -> dict:
     """Train steps (fwd + bwd + AdamW) over `batches`; times all but the first `warmup`."""
     import torch
 
+    from cft.train.packing import padding_stats
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     model.train()
     real = processed = 0
@@ -129,9 +131,8 @@ def measure(model, batches, device, warmup: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if i >= warmup:
-            mask = batch.get("attention_mask")
-            processed += batch["input_ids"].numel()
-            real += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+            r, p = padding_stats(batch)
+            real, processed = real + r, processed + p
     if device == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**30

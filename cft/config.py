@@ -252,6 +252,14 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "eval.checker", ("cft", "math-verify"))
     _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
     _choice(cfg, "model.packing", ("auto", "packed", "padded"))
+    from cft.eval.benchmarks import get_benchmark  # a typo fails here, not after training
+
+    for key, names in (("eval.benchmarks", cfg.eval.benchmarks), ("eval.select_benchmark", [cfg.eval.select_benchmark])):
+        for name in names:
+            try:
+                get_benchmark(name)
+            except KeyError as e:
+                raise ConfigError(str(e.args[0]).replace("eval.benchmarks", key, 1)) from None
     _choice(cfg, "deepspeed.stage", (0, 2, 3))
     _choice(cfg, "deepspeed.offload_optimizer", ("none", "cpu"))
     _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))

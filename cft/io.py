@@ -71,8 +71,8 @@ def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dic
             yield obj
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    return list(iter_jsonl(path))
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
+    return list(iter_jsonl(path, required))
 
 
 def read_json(path: str | Path) -> Any:

@@ -104,6 +104,15 @@ class RunPaths:
         return self.eval_dir / "results.json"
 
     @property
+    def selection(self) -> Path:
+        """Checkpoint selection: {benchmark, curve: [{step, path, accuracy}], best}."""
+        return self.eval_dir / "selection.json"
+
+    @property
+    def critic_metrics(self) -> Path:
+        return self.eval_dir / "critic.json"
+
+    @property
     def results(self) -> Path:
         return self.root / "results.json"
 

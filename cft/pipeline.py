@@ -117,11 +117,12 @@ def run(cfg: DictConfig) -> dict:
 
                     summary[stage] = wait_for_marker(marker, fp).get("summary")
                 continue
-            if marker.exists() and read_json(marker).get("fingerprint") == fp:
+            done = read_json(marker) if marker.exists() else None
+            if done is not None and done.get("fingerprint") == fp:
                 print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")
-                summary[stage] = read_json(marker).get("summary")
+                summary[stage] = done.get("summary")
                 continue
-            if marker.exists():
+            if done is not None:
                 print(f"[cft] stage {stage}: config changed since last run, re-running")
                 marker.unlink()
             check_inputs(cfg, paths, stage)

@@ -158,13 +158,12 @@ def finish(run, paths, exit_code: int = 0) -> None:
                     columns = ["idx", "question", "prediction", "reference", "verdict", "completion"]
                     rows = [[r.get(c) for c in columns] for r in read_jsonl(paths.eval_samples(bench))]
                     run.log({f"eval/{bench}/predictions": wandb.Table(columns=columns, data=rows)})
-        selection = paths.eval_dir / "selection.json"
-        if selection.exists():
+        if paths.selection.exists():
             import wandb
 
-            points = read_json(selection)
+            curve = read_json(paths.selection)["curve"]
             run.log({"eval/selection": wandb.Table(columns=["step", "accuracy"],
-                                                   data=[[p["step"], p["accuracy"]] for p in points])})
+                                                   data=[[p["step"], p["accuracy"]] for p in curve])})
     finally:
         run.finish(exit_code=exit_code)
 

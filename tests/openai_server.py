@@ -20,7 +20,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -174,47 +173,7 @@ def get_stats(base_url: str) -> dict:
         return json.loads(r.read())
 
 
-class _Running:
-    """`with X(...) as server:` starts and stops it; `stats()` asks the running server."""
-
-    base_url = ""
-
-    def stats(self) -> dict:
-        return get_stats(self.base_url)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-class ServerThread(_Running):
-    """The server on a background thread of this process: `with ServerThread(...) as s:`."""
-
-    def __init__(self, **options):
-        self.server = FakeOpenAI(ServerOptions(**options))
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self.base_url = ""
-
-    def start(self) -> str:
-        self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(_serve(self.server, 0), self._loop)
-        self._runner, port = fut.result(10)
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self.base_url
-
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-
-class ServerProcess(_Running):
+class ServerProcess:
     """The server as a child process (its own core and GIL): `with ServerProcess(...) as s:`."""
 
     def __init__(self, **options):
@@ -239,6 +198,16 @@ class ServerProcess(_Running):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def stats(self) -> dict:
+        return get_stats(self.base_url)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 

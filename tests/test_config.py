@@ -95,3 +95,10 @@ def test_sft_teacher_with_released_critiques_fails_naming_both(compose):
     with pytest.raises(ConfigError, match="method=sft-teacher .* teacher=released only ships critiques"):
         validate(cfg)
     validate(compose(["dataset=webinstruct-cft-50k", "teacher=released", "method=sft-teacher", "stages=[eval]"]))
+
+
+@pytest.mark.parametrize("override,key", [("eval.benchmarks=[math-500,nope]", "eval.benchmarks"),
+                                          ("eval.select_benchmark=math5000", "eval.select_benchmark")])
+def test_unknown_benchmark_fails_at_validation_naming_the_key(compose, override, key):
+    with pytest.raises(ConfigError, match=f"{key}: unknown benchmark"):
+        validate(compose([override]))

@@ -46,12 +46,13 @@ def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, 
     items = get_benchmark("gsm8k").load(cfg.paths.benchmarks, 2)
     pairs = [(eval_prompt("qwen25-math-cot", it["question"]), f"The answer is $\\boxed{{{it['reference']}}}$.")
              for it in items]
-    for step in (10, 30):
+    for step in (10, 30, 40):
         (paths.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
         shutil.copy(tiny_source / "config.json", paths.checkpoints / f"checkpoint-{step}")
         shutil.copy(tiny_source / "model.safetensors", paths.checkpoints / f"checkpoint-{step}")
     assert overfit(tiny_source, paths.checkpoints / "checkpoint-20", pairs) < 0.05
-    (paths.checkpoints / "checkpoint-40").mkdir()  # a checkpoint killed mid-write: no weights
+    for step in (10, 20, 30):  # checkpoint-40 was killed before the trainer marked it COMPLETE
+        (paths.checkpoints / f"checkpoint-{step}" / "COMPLETE").write_text("{}")
 
     summary = run(cfg, paths)
 

@@ -93,12 +93,13 @@ def test_eval_only_on_an_existing_checkpoint(default_run, cache_dir, tmp_path):
 
 
 def test_failed_stage_leaves_no_completion_marker(cache_dir, tmp_path):
-    out = cli(["method=sft", "method.max_steps=2", "eval.benchmarks=[math-500,nope]", "eval.limit=2"],
-              tmp_path, cache_dir)
-    assert out.returncode != 0 and "unknown benchmark 'nope'" in out.stderr
-    run_dir = tmp_path / "runs/tiny-sft-champ-reference"
-    assert (run_dir / "stages/train.done.json").exists()
-    assert not (run_dir / "stages/eval.done.json").exists()
+    # A mix the data cannot fill fails inside the train stage, after data and critique are done.
+    out = cli(["method=cft-sft", "method.sft_ratio=0.99"], tmp_path, cache_dir)
+    assert out.returncode != 0 and "method.sft_ratio=0.99: needs" in out.stderr
+    run_dir = tmp_path / "runs/tiny-cft-sft-champ-reference"
+    assert (run_dir / "stages/critique.done.json").exists()
+    assert not (run_dir / "stages/train.done.json").exists()
+    assert not (run_dir / "model").exists()
     assert not (run_dir / "results.json").exists()
     assert not list(run_dir.rglob("*.tmp"))
 

@@ -41,7 +41,9 @@ def _fake_run(sweep: Path, num: int, method: str, noisy: str, accuracy: dict | N
              "n": {b: 10 for b in accuracy}, "grader_timeouts": {b: 0 for b in accuracy}}))
     if selection is not None:
         (run_dir / "eval").mkdir()
-        (run_dir / "eval" / "selection.json").write_text(json.dumps(selection))
+        best = max(selection, key=lambda p: (p["accuracy"], p["step"]))  # as select_checkpoint writes it
+        (run_dir / "eval" / "selection.json").write_text(json.dumps(
+            {"benchmark": "math-500", "curve": selection, "best": best}))
     return run_dir
 
 
@@ -54,7 +56,7 @@ def sweep(tmp_path) -> Path:
     _fake_run(root, 1, "sft-verified", "GPT-4", acc(12.0))
     _fake_run(root, 2, "cft", "GPT-4", acc(15.25),
               selection=[{"step": 10, "accuracy": 20.0}, {"step": 20, "accuracy": 26.4},
-                         {"step": 30, "accuracy": 24.0}])
+                         {"step": 30, "accuracy": 24.0}])  # the curve of eval/selection.json
     _fake_run(root, 3, "sft", "GPT-3.5", acc(8.0))
     _fake_run(root, 4, "sft-verified", "GPT-3.5", None)
     _fake_run(root, 5, "cft", "GPT-3.5", {b: v for b, v in acc(9.0).items() if b != "amc23"})

@@ -7,18 +7,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 import time
 from pathlib import Path
 
 from cft.answers.grader import CHECKERS, Grader
-from cft.io import DataError, atomic_open, iter_jsonl
-
-
-def read_pairs(path: Path) -> list[dict]:
-    """The input rows; a bad line raises DataError naming the file and its line number."""
-    return list(iter_jsonl(path, required=("prediction", "reference")))
+from cft.io import DataError, read_jsonl, write_jsonl
 
 
 def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
@@ -43,19 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
     try:
-        rows = read_pairs(args.pairs)
+        rows = read_jsonl(args.pairs, required=("prediction", "reference"))
     except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     verdicts, _ = _grade(rows, args.checker, args)
     other_name = next(c for c in CHECKERS if c != args.checker)
     others = _grade(rows, other_name, args)[0] if args.compare else None
-    with atomic_open(args.out) as f:
-        for i, row in enumerate(rows):
-            out = {**row, "verdict": verdicts[i]}
-            if others is not None:
-                out[f"verdict_{other_name.replace('-', '_')}"] = others[i]
-            f.write(json.dumps(out, ensure_ascii=False) + "\n")
+    other_key = f"verdict_{other_name.replace('-', '_')}"
+    write_jsonl(args.out, ({**row, "verdict": verdicts[i], **({other_key: others[i]} if others else {})}
+                           for i, row in enumerate(rows)))
     if others is not None:
         disagree = [i for i in range(len(rows)) if verdicts[i] != others[i]]
         print(f"{len(disagree)} of {len(rows)} pairs disagree ({args.checker} vs {other_name}):")

@@ -127,9 +127,8 @@ class OpenAITeacher:
         self.progress = progress
         if not cfg.model:
             raise TeacherError("teacher.model is empty: set the model name the endpoint serves")
-        # conf/teacher/openai.yaml marks base_url `???`, but OmegaConf keeps the schema's
-        # default (None) when merging a missing value, so the requirement is checked here:
-        # without it a local model name (and the key) would go to api.openai.com.
+        # validate() catches an unset `???` base_url; an explicit teacher.base_url=null is caught
+        # here: without it a local model name (and the key) would go to api.openai.com.
         if cfg.name == "openai" and not cfg.base_url:
             raise TeacherError("teacher=openai needs teacher.base_url=http://HOST:PORT/v1 "
                                "(use teacher=gpt-4o or gpt-4o-mini for the OpenAI API)")
@@ -175,6 +174,9 @@ class OpenAITeacher:
 
         cfg = self.cfg
         client = openai.AsyncOpenAI(base_url=cfg.base_url or None, api_key=api_key,
+                                    # Retries are ours: each attempt gets a ledger row and
+                                    # is charged to the rate limiter, which the client's
+                                    # hidden retries would bypass.
                                     max_retries=0, timeout=float(cfg.timeout_s))
         limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
         in_flight = asyncio.Semaphore(int(cfg.concurrency))
@@ -235,7 +237,7 @@ class OpenAITeacher:
             async with in_flight:
                 await limiter.acquire(cost)
                 started = time.monotonic()
-                out = await self._call(req, client, attempt, api_key)
+                out = await self._call(req, client, api_key)
                 latency = time.monotonic() - started
             stats["attempts"] += 1
             stats["prompt_tokens"] += out.prompt_tokens
@@ -274,7 +276,7 @@ class OpenAITeacher:
                       out.reason, delay)
             await asyncio.sleep(delay)
 
-    async def _call(self, req: Request, client, attempt: int, api_key: str) -> _Outcome:
+    async def _call(self, req: Request, client, api_key: str) -> _Outcome:
         """One HTTP attempt, classified. Exceptions other than the API's own propagate."""
         import openai
 

@@ -27,26 +27,28 @@ def _correctness(completion: str, reference: str | None) -> str:
     return WRONG if verdict == Verdict.DIFFERENT else UNKNOWN
 
 
+def unique_questions(records: list[Record]) -> list[Record]:
+    """The first record of each question: a generator answers each question once."""
+    unique: dict[str, Record] = {}
+    for rec in records:
+        unique.setdefault(rec.question, rec)
+    return list(unique.values())
+
+
 def generate_noisy_responses(records: list[Record], cfg, cache: str) -> list[Record]:
     from omegaconf import OmegaConf
 
     from cft.eval.prompts import eval_prompt
 
-    unique: dict[str, Record] = {}
-    for rec in records:
-        unique.setdefault(rec.question, rec)
-    records = list(unique.values())
+    records = unique_questions(records)
     prompts = [eval_prompt(cfg.noisy_generator_template, r.question) for r in records]
     name = cfg.noisy_generator
     if name == "tiny":
-        from hydra import compose, initialize_config_dir
-
         from cft.config import PROJECT_ROOT
-        from cft.train.tiny import build_tiny
+        from cft.train.model import model_source
 
-        with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
-            arch = OmegaConf.to_container(compose("config", ["model=tiny"]).model.arch)
-        source = str(build_tiny(arch, cache))
+        tiny = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "tiny.yaml").model
+        source = model_source(tiny, cache)
     else:
         source = name
     if cfg.noisy_generator_backend == "vllm":
@@ -57,10 +59,12 @@ def generate_noisy_responses(records: list[Record], cfg, cache: str) -> list[Rec
         from cft.eval.generate import generate_transformers
         from cft.train.model import load_tokenizer
 
+        import torch
         from transformers import AutoModelForCausalLM
 
         tokenizer = load_tokenizer(source)
         model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False)
+        model = model.cuda() if torch.cuda.is_available() else model
         completions = dict(generate_transformers(model, tokenizer, prompts,
                                                  cfg.noisy_max_new_tokens, batch_size=16))
     out = []

@@ -12,16 +12,21 @@ from cft.paths import RunPaths
 def run(cfg, paths: RunPaths) -> dict:
     loaded = list(load_records(cfg.dataset))
     if cfg.dataset.noisy_generator:
+        from cft.data.generated import unique_questions
+
+        loaded = unique_questions(loaded)
+    if not loaded:
+        raise ValueError(f"dataset {cfg.dataset.name!r} produced no records; check dataset.* keys")
+    if cfg.dataset.limit is not None and len(loaded) > cfg.dataset.limit:
+        # Deterministic subsample (seeded shuffle), so reruns and sweeps see the same data; before
+        # any generation, so a generator answers only the questions that are kept.
+        random.Random(cfg.dataset.seed).shuffle(loaded)
+        loaded = loaded[: cfg.dataset.limit]
+    if cfg.dataset.noisy_generator:
         from cft.data.generated import generate_noisy_responses
 
         loaded = generate_noisy_responses(loaded, cfg.dataset, cfg.paths.cache)
     records = [r.to_dict() for r in loaded]
-    if not records:
-        raise ValueError(f"dataset {cfg.dataset.name!r} produced no records; check dataset.* keys")
-    if cfg.dataset.limit is not None and len(records) > cfg.dataset.limit:
-        # Deterministic subsample (seeded shuffle), so reruns and sweeps see the same data.
-        random.Random(cfg.dataset.seed).shuffle(records)
-        records = records[: cfg.dataset.limit]
     summary = {
         "n_records": len(records),
         "noisy_sources": dict(Counter(r["noisy_source"] for r in records)),

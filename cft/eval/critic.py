@@ -7,21 +7,20 @@ records and whose correctness the answer checker decided (right or wrong; never 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from cft.critique.verdict import parse_verdict
 from cft.io import write_json, write_jsonl
+from cft.paths import RunPaths
 from cft.train.format import cft_prompt, render
 
 
 def heldout_pairs(cfg, exclude_ids: set[str], limit: int | None) -> list[dict]:
     from omegaconf import OmegaConf
 
+    from cft.config import PROJECT_ROOT
     from cft.data.loaders import load_records
 
-    champ = OmegaConf.create({"name": "champ", "loader": "champ",
-                              "noisy_models": ["GPT-3.5", "GPT-4", "GPT-4 Turbo", "PaLM 2 Medium"],
-                              "noisy_prompts": ["0-Shot"]})
+    champ = OmegaConf.load(PROJECT_ROOT / "conf" / "dataset" / "champ.yaml")  # every model's responses
     pairs = [r.to_dict() for r in load_records(champ)
              if r.id not in exclude_ids and r.response_correct in ("right", "wrong")]
     random.Random(cfg.seed).shuffle(pairs)
@@ -44,7 +43,7 @@ def critic_metrics(rows: list[dict]) -> dict:
             "no_verdict": sum(r["verdict"] is None for r in rows)}
 
 
-def evaluate_critic(cfg, model, tokenizer, out_dir: Path, exclude_ids: set[str]) -> dict:
+def evaluate_critic(cfg, model, tokenizer, paths: RunPaths, exclude_ids: set[str]) -> dict:
     from cft.eval.generate import generate_transformers
 
     pairs = heldout_pairs(cfg, exclude_ids, cfg.eval.critic_limit)
@@ -54,7 +53,7 @@ def evaluate_critic(cfg, model, tokenizer, out_dir: Path, exclude_ids: set[str])
                                              cfg.eval.batch_size))
     rows = [{"id": p["id"], "truth": p["response_correct"], "critique": completions[i],
              "verdict": parse_verdict(completions[i])} for i, p in enumerate(pairs)]
-    write_jsonl(out_dir / "critic.jsonl", rows)
+    write_jsonl(paths.eval_dir / "critic.jsonl", rows)
     metrics = critic_metrics(rows)
-    write_json(out_dir / "critic.json", metrics)
+    write_json(paths.critic_metrics, metrics)
     return metrics

@@ -13,7 +13,7 @@ from pathlib import Path
 from cft.critique.store import ResultStore
 from cft.eval.benchmarks import get_benchmark
 from cft.eval.prompts import eval_prompt
-from cft.io import write_json, write_jsonl
+from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 
 
@@ -28,14 +28,22 @@ def model_under_test(cfg, paths: RunPaths) -> str:
     return model_source(cfg.model, cfg.paths.cache)
 
 
+_LOADED: dict = {}  # (model_path, tokenizer_path) -> (model, tokenizer): the last one loaded
+
+
 def _load(cfg, model_path: str, tokenizer_path: str | None = None):
+    """The model and tokenizer, loaded once: the benchmarks and the critic eval share them."""
     import torch
 
     from cft.train.model import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.trust_remote_code)
-    model = load_model(model_path, cfg.model)
-    return (model.cuda() if torch.cuda.is_available() else model), tokenizer
+    key = (model_path, tokenizer_path)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model in memory at a time (checkpoint selection walks several)
+        tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.trust_remote_code)
+        model = load_model(model_path, cfg.model)
+        _LOADED[key] = ((model.cuda() if torch.cuda.is_available() else model), tokenizer)
+    return _LOADED[key]
 
 
 def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
@@ -48,7 +56,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     model = tokenizer = None
     results = {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for bench in [get_benchmark(n) for n in benchmarks]:  # unknown names fail before any work
+    for bench in map(get_benchmark, benchmarks):  # names were checked in cft.config.validate
         name = bench.name
         items = bench.load(cfg.paths.benchmarks, limit)
         prompts = [eval_prompt(cfg.model.eval_template, it["question"]) for it in items]
@@ -95,12 +103,10 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
 
 
 def checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
-    """Saved training checkpoints (complete ones: they hold weights), by step."""
-    found = []
-    for d in paths.checkpoints.glob("checkpoint-*") if paths.checkpoints.exists() else []:
-        if d.name.split("-")[-1].isdigit() and (d / "config.json").exists() and any(d.glob("*.safetensors")):
-            found.append((int(d.name.split("-")[-1]), d))
-    return sorted(found)
+    """Saved training checkpoints by step: only those the trainer marked COMPLETE."""
+    from cft.train.checkpoint import checkpoints as saved, is_complete
+
+    return [(int(c.name.split("-")[1]), c) for c in saved(paths.checkpoints) if is_complete(c)]
 
 
 def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
@@ -117,11 +123,18 @@ def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
         curve.append({"step": step, "path": str(path), "accuracy": res[bench]["accuracy"]})
     best = max(curve, key=lambda c: (c["accuracy"], c["step"]))
     selection = {"benchmark": bench, "curve": curve, "best": best}
-    write_json(paths.eval_dir / "selection.json", selection)
+    write_json(paths.selection, selection)
     return selection
 
 
 def run(cfg, paths: RunPaths) -> dict:
+    try:
+        return _run(cfg, paths)
+    finally:
+        _LOADED.clear()  # shared within this stage only; a later stage may rewrite the weights
+
+
+def _run(cfg, paths: RunPaths) -> dict:
     model_path = tokenizer_path = model_under_test(cfg, paths)
     summary: dict = {}
     if cfg.eval.select_checkpoint:
@@ -132,10 +145,9 @@ def run(cfg, paths: RunPaths) -> dict:
     summary.update({name: round(r["accuracy"], 2) for name, r in results.items()})
     if cfg.eval.critic:
         from cft.eval.critic import evaluate_critic
-        from cft.io import read_jsonl
 
         trained_on = {r["id"] for r in read_jsonl(paths.records)} if paths.records.exists() else set()
         model, tokenizer = _load(cfg, model_path, tokenizer_path)
-        critic = evaluate_critic(cfg, model, tokenizer, paths.eval_dir, trained_on)
+        critic = evaluate_critic(cfg, model, tokenizer, paths, trained_on)
         summary["critic_accuracy"] = critic["accuracy"]
     return summary

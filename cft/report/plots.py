@@ -5,9 +5,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from cft.io import atomic_open, iter_jsonl, read_json
+from cft.paths import RunPaths
 from cft.report.tables import DISPLAY, FAILED, Table
 
-SELECTION_FILE = "eval/selection.json"  # [{step, accuracy}] from checkpoint selection, if any
 
 
 def _pyplot():
@@ -92,18 +92,19 @@ def selection_curves(table: Table, out: Path, title: str) -> Path | None:
     """MATH-500 accuracy vs checkpoint step for runs with eval/selection.json; None when none."""
     curves = []
     for r in table.rows:
-        path = r.run.run_dir / SELECTION_FILE
+        path = RunPaths.of(r.run.run_dir).selection
         if path.exists():
-            points = sorted((p["step"], p["accuracy"]) for p in read_json(path))
+            selection = read_json(path)
+            points = sorted((p["step"], p["accuracy"]) for p in selection["curve"])
             if points:
-                curves.append((row_label(table, r), points))
+                best = selection["best"]
+                curves.append((row_label(table, r), points, (best["step"], best["accuracy"])))
     if not curves:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, points in curves:
+    for label, points, (step, acc) in curves:
         line, = ax.plot(*zip(*points), marker="o", label=label)
-        step, acc = max(points, key=lambda p: p[1])
         ax.scatter([step], [acc], marker="*", s=160, color=line.get_color(), zorder=3)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="checkpoint step", ylabel="MATH-500 accuracy (%)",

@@ -20,12 +20,10 @@ def run(cfg, paths: RunPaths) -> dict:
         "n": {b: evald[b]["n"] for b in names},
         "grader_timeouts": {b: evald[b]["timeouts"] for b in names},
     }
-    critic = paths.eval_dir / "critic.json"
-    if critic.exists():
-        results["critic"] = read_json(critic)
-    selection = paths.eval_dir / "selection.json"
-    if selection.exists():
-        results["selected_checkpoint_step"] = read_json(selection)["best"]["step"]
+    if paths.critic_metrics.exists():
+        results["critic"] = read_json(paths.critic_metrics)
+    if paths.selection.exists():
+        results["selected_checkpoint_step"] = read_json(paths.selection)["best"]["step"]
     write_json(paths.results, results)
     header = "| model | method | dataset | teacher | " + " | ".join(names) + " | avg |"
     sep = "|" + "---|" * (5 + len(names))

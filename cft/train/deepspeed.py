@@ -8,10 +8,6 @@ needs DeepSpeed's CPU Adam (declared here with the same hyper-parameters).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from cft.io import write_json
-
 
 def ds_config(cfg, world_size: int, gpu: bool) -> dict | None:
     """DeepSpeed config dict for cfg (None when deepspeed.stage == 0)."""
@@ -53,11 +49,3 @@ def ds_config(cfg, world_size: int, gpu: bool) -> dict | None:
         out["optimizer"] = {"type": "AdamW", "params": {
             "lr": float(m.lr), "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": float(m.weight_decay)}}
     return out
-
-
-def write_ds_config(cfg, path: Path, world_size: int, gpu: bool) -> Path | None:
-    """Write the JSON into the run dir (train/deepspeed.json); None when DeepSpeed is off."""
-    conf = ds_config(cfg, world_size, gpu)
-    if conf is None:
-        return None
-    return write_json(path, conf)

@@ -51,6 +51,18 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+def torch_dtype(model_cfg):
+    """model.dtype as a torch dtype (float16 becomes float32 without CUDA: CPU fp16 is unusable)."""
+    import torch
+
+    dtype = DTYPES.get(model_cfg.dtype)
+    if dtype is None:
+        raise ValueError(f"model.dtype={model_cfg.dtype!r}; known: {sorted(DTYPES)}")
+    if not torch.cuda.is_available() and dtype == "float16":
+        dtype = "float32"
+    return getattr(torch, dtype)
+
+
 def load_model(source: str, model_cfg, fp32_master: bool = False):
     """The model in model.dtype, or in float32 when `fp32_master`: training without DeepSpeed has
     no fp32 master copy, and bf16 weights cannot take lr-5e-6 updates (most round to zero), so
@@ -58,13 +70,8 @@ def load_model(source: str, model_cfg, fp32_master: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = DTYPES.get(model_cfg.dtype)
-    if dtype is None:
-        raise ValueError(f"model.dtype={model_cfg.dtype!r}; known: {sorted(DTYPES)}")
-    if (not torch.cuda.is_available() and dtype == "float16") or fp32_master:
-        dtype = "float32"
     return AutoModelForCausalLM.from_pretrained(
-        source, dtype=getattr(torch, dtype),
+        source, dtype=torch.float32 if fp32_master else torch_dtype(model_cfg),
         attn_implementation=attn_implementation(model_cfg.attn_implementation),
         trust_remote_code=model_cfg.trust_remote_code, use_safetensors=True,
     )

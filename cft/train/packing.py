@@ -30,11 +30,8 @@ but attention costs (sum L_i)^2 and torch's masked-sdpa backward on CPU is ~3x t
 """
 from __future__ import annotations
 
-import logging
-
 from cft.train.format import IGNORE_INDEX
 
-log = logging.getLogger("cft")
 
 # Attention implementations whose transformers 5 code path honours packed position_ids ...
 PACKING_ATTN = ("flash_attention_2", "flash_attention_3", "sdpa", "eager", "flex_attention")
@@ -81,8 +78,7 @@ def packing_enabled(mode: str, attn_implementation: str) -> bool:
 
 
 def _say(msg: str) -> None:
-    log.warning(msg)
-    print(f"[cft] {msg}")
+    print(f"[cft] {msg}")  # once: a logger line would be echoed to the console by Hydra too
 
 
 def make_collator(packing: bool, pad_id: int):

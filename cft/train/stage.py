@@ -15,10 +15,10 @@ from pathlib import Path
 from cft.data.record import is_verified
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
-from cft.tracking import log_metrics
+from cft.tracking import RUN_ID_FILE, log_metrics
 from cft.train import checkpoint as ckpt
 from cft.train.format import example, tokenize
-from cft.train.packing import PadCollator, attn_of, make_collator, packing_enabled, prepare_model  # noqa: F401
+from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_model
 
 
 def training_rows(cfg, paths: RunPaths) -> list[dict]:
@@ -82,8 +82,6 @@ def _keep(cfg) -> int:
 def _tracker_run_id(paths: RunPaths) -> str | None:
     """This job's W&B run id (cft.tracking keeps it in the run dir), stored in each checkpoint's
     COMPLETE marker so a checkpoint copied elsewhere still names the run it belongs to."""
-    from cft.tracking import RUN_ID_FILE
-
     id_file = paths.root / RUN_ID_FILE
     return id_file.read_text().strip() if id_file.exists() else None
 
@@ -129,7 +127,7 @@ def run(cfg, paths: RunPaths) -> dict:
 
     from cft.config import validate
     from cft.train.distributed import env_from_slurm, world
-    from cft.train.model import load_model, load_tokenizer, model_source
+    from cft.train.model import load_model, load_tokenizer, model_source, torch_dtype
 
     env_from_slurm()
     rank, world_size = world()
@@ -152,11 +150,9 @@ def run(cfg, paths: RunPaths) -> dict:
     if args.deepspeed:
         import deepspeed
 
-        from cft.train.checkpoint import safe_deepspeed_load
-
         if torch.distributed.is_initialized():  # deepspeed.comm wraps the existing group
             deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
-        safe_deepspeed_load()
+        ckpt.safe_deepspeed_load()
         if rank == 0:
             write_json(paths.train_dir / "deepspeed.json", args.hf_deepspeed_config.config)
     model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0)
@@ -177,11 +173,7 @@ def run(cfg, paths: RunPaths) -> dict:
     # Every rank calls save_model (ZeRO-3 gathers shards); only the main process writes.
     model.config.use_cache = use_cache
     if int(cfg.deepspeed.stage) == 0:  # trained with fp32 master weights: save in model.dtype
-        import torch
-
-        from cft.train.model import DTYPES
-
-        model.to(getattr(torch, DTYPES[cfg.model.dtype]))
+        model.to(torch_dtype(cfg.model))
     tmp = paths.final_model.with_name(paths.final_model.name + ".tmp")
     if trainer.is_world_process_zero():
         shutil.rmtree(tmp, ignore_errors=True)
