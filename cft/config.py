@@ -220,8 +220,10 @@ PROJECT_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="cft_schema", node=CFTConfig)
-    if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("shipped_benchmarks"):
+        from cft.benchmarks import SHIPPED
+
+        OmegaConf.register_new_resolver("shipped_benchmarks", lambda: str(SHIPPED))
 
 
 class ConfigError(ValueError):
@@ -252,7 +254,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "eval.checker", ("cft", "math-verify"))
     _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
     _choice(cfg, "model.packing", ("auto", "packed", "padded"))
-    from cft.eval.benchmarks import get_benchmark  # a typo fails here, not after training
+    from cft.benchmarks import get_benchmark  # a typo fails here, not after training
 
     for key, names in (("eval.benchmarks", cfg.eval.benchmarks), ("eval.select_benchmark", [cfg.eval.select_benchmark])):
         for name in names:

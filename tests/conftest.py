@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT.parent / "shared" / "benchmarks"
+from cft.benchmarks import SHIPPED as BENCHMARKS  # noqa: E402  the test sets that ship with the package
 
 # Never talk to W&B or a hub from tests.
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -38,7 +38,6 @@ def compose(cache_dir, tmp_path):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         with open_dict(cfg):
             cfg.run_dir = str(run_dir or tmp_path / "run")
-            cfg.paths.benchmarks = str(BENCHMARKS)
             cfg.paths.cache = str(cache_dir)
             cfg.paths.output_root = str(tmp_path / "outputs")
         OmegaConf.resolve(cfg)

@@ -11,14 +11,12 @@ import pytest
 
 from cft.answers import Verdict, check, extract_answer, normalize
 
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+from cft.benchmarks import SHIPPED as BENCHMARKS
+from cft.io import read_jsonl
 
 
 def _rows(name: str) -> list[dict]:
-    path = BENCHMARKS / name / "test.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not found (benchmarks live in ../shared/benchmarks)")
-    return [json.loads(line) for line in path.open(encoding="utf-8")]
+    return read_jsonl(BENCHMARKS / name / "test.jsonl")
 
 
 # -- extraction ----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def overfit(source, out_dir, pairs, steps=80):
 
 
 def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, tmp_path):
-    from cft.eval.benchmarks import get_benchmark
+    from cft.benchmarks import get_benchmark
     from cft.eval.stage import run
 
     cfg = compose(["stages=[eval]", "eval.select_checkpoint=true", "eval.select_benchmark=gsm8k",
@@ -88,13 +88,13 @@ def test_critic_heldout_pairs_exclude_training_ids_and_are_balanced(compose):
                                            ("Minerva-Math", "minerva_math"), ("aime2024", "aime24"),
                                            ("OlympiadBench", "olympiadbench")])
 def test_benchmark_names_accept_their_usual_spellings(spelling, name):
-    from cft.eval.benchmarks import get_benchmark
+    from cft.benchmarks import get_benchmark
 
     assert get_benchmark(spelling).name == name
 
 
 def test_unknown_benchmark_lists_the_known_ones():
-    from cft.eval.benchmarks import get_benchmark
+    from cft.benchmarks import get_benchmark
 
     with pytest.raises(KeyError, match="eval.benchmarks: unknown benchmark 'math5000'.*gsm8k"):
         get_benchmark("math5000")

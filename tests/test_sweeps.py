@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from cft.config import validate
-from cft.eval.benchmarks import PAPER_BENCHMARKS
+from cft.benchmarks import PAPER_BENCHMARKS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cft.eval.benchmarks import BENCHMARKS, words
+from cft.benchmarks import BENCHMARKS, words
 
 
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:

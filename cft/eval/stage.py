@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from cft.critique.store import ResultStore
-from cft.eval.benchmarks import get_benchmark
+from cft.benchmarks import get_benchmark
 from cft.eval.prompts import eval_prompt
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths

@@ -1,7 +1,7 @@
 """The `report` stage: one run's results table (printed, results.json, results.md)."""
 from __future__ import annotations
 
-from cft.eval.benchmarks import PAPER_BENCHMARKS
+from cft.benchmarks import PAPER_BENCHMARKS
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
 

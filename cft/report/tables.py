@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cft.eval.benchmarks import PAPER_BENCHMARKS
+from cft.benchmarks import PAPER_BENCHMARKS
 from cft.io import atomic_open, read_json
 
 DISPLAY = {"math-500": "MATH-500", "minerva_math": "Minerva-Math", "gsm8k": "GSM8K",

@@ -1,7 +1,8 @@
-"""The math benchmarks of the paper (+ TheoremQA, GPQA/MMLU-Pro by user path).
+"""The math benchmarks of the paper (+ TheoremQA, GPQA/MMLU-Pro by user path), and their test
+sets, which ship with the package under `data/` (pinned by `data/SHA256SUMS`).
 
 Each benchmark knows its question field and how its file stores the reference answer (the
-table in ../shared/benchmarks/README.md).
+table in data/README.md).
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from cft.io import DataError, iter_jsonl
+
+# The shipped test sets: the default of `paths.benchmarks` (or $CFT_BENCHMARKS).
+SHIPPED = Path(__file__).resolve().parent / "data"
 
 
 def _last_boxed(text: str) -> Optional[str]:

@@ -1,0 +1,31 @@
+"""The benchmark test sets ship inside the package, byte for byte the pinned files."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from cft.benchmarks import BENCHMARKS, SHIPPED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_test_sets_match_their_sha256sums():
+    pinned = dict(reversed(line.split()) for line in (SHIPPED / "SHA256SUMS").read_text().splitlines())
+    assert sorted(pinned) == sorted(f"{b.dirname}/test.jsonl" for b in BENCHMARKS.values())
+    for name, digest in pinned.items():
+        assert hashlib.sha256((SHIPPED / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_every_registered_benchmark_loads_from_the_package():
+    counts = {name: len(b.load(SHIPPED)) for name, b in BENCHMARKS.items()}
+    assert counts == {"math-500": 500, "minerva_math": 272, "gsm8k": 1319, "olympiadbench": 675,
+                      "aime24": 30, "amc23": 40, "theoremqa": 800}
+
+
+def test_nothing_reads_a_sibling_shared_folder():
+    """A user's clone has nothing beside it: no code, config or test may reach for ../shared."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    hits = [f for f in tracked.split() if f.endswith((".py", ".yaml", ".sh", ".toml"))
+            and f != "tests/test_benchmarks.py" and "shared/benchmarks" in (ROOT / f).read_text()]
+    assert hits == []
