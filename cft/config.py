@@ -124,6 +124,9 @@ class TeacherConfig:
     # Filters applied to parsed critiques (apply_filters in cft/critique/stage.py).
     drop_disagreements: bool = False
     balance_verdicts: bool = False
+    # Reject critiques with no parsable `Conclusion: right/wrong`. Off for teacher=released: the
+    # official run trained on every released row (those without a verdict are counted).
+    require_verdict: bool = True
 
 
 @dataclass
@@ -236,6 +239,48 @@ def _choice(cfg: DictConfig, key: str, allowed) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
 
 
+def _local_path(value) -> bool:
+    """A path the user means as a file on this machine (not a hub id such as `Qwen/Qwen2.5-7B`)."""
+    return isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Every input file the selected stages will read exists, checked before the first stage so
+    a typo or a missing file fails in seconds, naming its key, not after hours of training."""
+    from pathlib import Path
+
+    from cft.benchmarks import get_benchmark
+    from cft.eval.prompts import TEMPLATES as EVAL_TEMPLATES
+    from cft.train.format import TRAIN_TEMPLATES
+
+    stages = set(cfg.stages)
+    benchmark_keys = [("eval.benchmarks", list(cfg.eval.benchmarks), True),
+                      ("eval.select_benchmark", [cfg.eval.select_benchmark], cfg.eval.select_checkpoint)]
+    for key, names, read in benchmark_keys:
+        for name in names:
+            try:
+                bench = get_benchmark(name)
+            except KeyError as e:  # a typo fails here, not after training
+                raise ConfigError(str(e.args[0]).replace("eval.benchmarks", key, 1)) from None
+            if read and "eval" in stages and not bench.path(cfg.paths.benchmarks).is_file():
+                raise ConfigError(f"{key}: benchmark {bench.name!r} has no test set at "
+                                  f"{bench.path(cfg.paths.benchmarks)} (paths.benchmarks="
+                                  f"{cfg.paths.benchmarks!r}; unset $CFT_BENCHMARKS for the shipped sets)")
+    if "eval" in stages and cfg.model.eval_template not in EVAL_TEMPLATES:
+        raise ConfigError(f"model.eval_template={cfg.model.eval_template!r} is unknown; "
+                          f"known: {sorted(EVAL_TEMPLATES)}")
+    if stages & {"train", "eval"} and cfg.model.train_template not in TRAIN_TEMPLATES:
+        raise ConfigError(f"model.train_template={cfg.model.train_template!r} is unknown; "
+                          f"known: {sorted(TRAIN_TEMPLATES)}")
+    if "data" in stages and OmegaConf.is_missing(cfg.dataset, "path"):
+        raise ConfigError(f"dataset.path is required for dataset={cfg.dataset.name} (set dataset.path=...)")
+    if "data" in stages and cfg.dataset.get("path") and not Path(cfg.dataset.path).expanduser().exists():
+        raise ConfigError(f"dataset.path={cfg.dataset.path!r}: file not found")
+    if stages & {"train", "eval", "data"} and cfg.model.init == "pretrained" and _local_path(cfg.model.path) \
+            and not Path(cfg.model.path).expanduser().exists():
+        raise ConfigError(f"model.path={cfg.model.path!r}: no such local model directory")
+
+
 def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     """Check cross-field constraints and compute derived values, once, in place."""
     for stage in cfg.stages:
@@ -254,14 +299,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "eval.checker", ("cft", "math-verify"))
     _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
     _choice(cfg, "model.packing", ("auto", "packed", "padded"))
-    from cft.benchmarks import get_benchmark  # a typo fails here, not after training
-
-    for key, names in (("eval.benchmarks", cfg.eval.benchmarks), ("eval.select_benchmark", [cfg.eval.select_benchmark])):
-        for name in names:
-            try:
-                get_benchmark(name)
-            except KeyError as e:
-                raise ConfigError(str(e.args[0]).replace("eval.benchmarks", key, 1)) from None
+    check_inputs(cfg)
     _choice(cfg, "deepspeed.stage", (0, 2, 3))
     _choice(cfg, "deepspeed.offload_optimizer", ("none", "cpu"))
     _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))

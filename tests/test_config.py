@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import re
+
 import pytest
 
 from cft.config import ConfigError, validate
@@ -24,12 +26,13 @@ def test_every_yaml_opens_with_a_comment():
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_option_composes(compose, group):
+def test_every_option_composes(compose, group, tmp_path):
     assert options(group), f"conf/{group} is empty"
     for option in options(group):
         overrides = [f"{group}={option}"]
         if group == "dataset" and option == "jsonl":
-            overrides.append("dataset.path=/tmp/x.jsonl")
+            (tmp_path / "x.jsonl").touch()
+            overrides.append(f"dataset.path={tmp_path / 'x.jsonl'}")
         if group == "teacher" and option == "openai":
             overrides += ["teacher.base_url=http://127.0.0.1:1/v1", "teacher.model=m"]
         if group == "cluster" and option.startswith("slurm"):
@@ -102,3 +105,29 @@ def test_sft_teacher_with_released_critiques_fails_naming_both(compose):
 def test_unknown_benchmark_fails_at_validation_naming_the_key(compose, override, key):
     with pytest.raises(ConfigError, match=f"{key}: unknown benchmark"):
         validate(compose([override]))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.eval_template=alpaca", "model.eval_template='alpaca' is unknown"),
+    ("model.train_template=llama9", "model.train_template='llama9' is unknown"),
+    ("dataset.path=/nonexistent/train.jsonl", "dataset.path='/nonexistent/train.jsonl': file not found"),
+    ("model.path=/nonexistent/ckpt", "model.path='/nonexistent/ckpt': no such local model directory"),
+])
+def test_missing_inputs_fail_at_validation_naming_the_key(compose, override, needle):
+    overrides = [override] + (["model.init=pretrained"] if override.startswith("model.path") else [])
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        validate(compose(overrides))
+
+
+def test_missing_benchmark_file_fails_before_the_data_stage(compose, tmp_path):
+    """A run whose benchmark file is missing stops before any work, naming the key and the path."""
+    from cft.pipeline import run
+
+    (tmp_path / "bench" / "math-500").mkdir(parents=True)  # a user's own set, without gsm8k
+    (tmp_path / "bench" / "math-500" / "test.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    cfg = compose(["eval.benchmarks=[math-500,gsm8k]"], run_dir=tmp_path / "run")
+    cfg.paths.benchmarks = str(tmp_path / "bench")
+    with pytest.raises(ConfigError, match=re.escape(f"eval.benchmarks: benchmark 'gsm8k' has no test set at "
+                                                    f"{tmp_path / 'bench' / 'gsm8k' / 'test.jsonl'}")):
+        run(cfg)
+    assert not (tmp_path / "run" / "data").exists() and not (tmp_path / "run" / "stages").exists()

@@ -31,12 +31,13 @@ def test_champ_unknown_model_names_the_key(compose):
         list(load_records(cfg.dataset))
 
 
+# The released rows' layout: instruction ends "\n\n", input ends "\n" (kept verbatim).
 WEBINSTRUCT_ROWS = [
-    {"instruction": "Please critique whether the following solution to the question is correct.",
-     "input": "Question:\nWhat is 2+2?\n\nSolution:\n2+2=5.",
+    {"instruction": "Please critique whether the following solution to the question is correct.\n\n",
+     "input": "Question:\nWhat is 2+2?\n\nSolution:\n2+2=5.\n",
      "output": "The addition is wrong; 2+2=4.\nConclusion: wrong [END]"},
-    {"instruction": "Please critique whether the following solution to the question is correct.",
-     "input": "Question:\nSolve x+1=3.\n\nSolution:\nx=2.",
+    {"instruction": "Please critique whether the following solution to the question is correct.\n\n",
+     "input": "Question:\nSolve x+1=3.\n\nSolution:\nx=2.\n",
      "output": "Correct.\nConclusion: right [END]"},
 ]
 
@@ -51,7 +52,9 @@ def test_webinstruct_cft_schema_from_local_parquet(compose, tmp_path):
     assert cfg.dataset.hf_path == "TIGER-Lab/WebInstruct-CFT" and cfg.dataset.hf_config == "WebInstruct-CFT-50K"
     records = list(load_records(cfg.dataset))
     assert [r.question for r in records] == ["What is 2+2?", "Solve x+1=3."]
-    assert [r.noisy_response for r in records] == ["2+2=5.", "x=2."]
+    assert [r.noisy_response for r in records] == ["2+2=5.\n", "x=2.\n"]
+    assert [(r.extra["instruction"], r.extra["input"]) for r in records] == \
+        [(row["instruction"], row["input"]) for row in WEBINSTRUCT_ROWS]
     assert records[0].released_critique.endswith("Conclusion: wrong [END]")
     assert [r.extra["released_verdict"] for r in records] == ["wrong", "right"]
 

@@ -8,9 +8,9 @@
 Importing this package is cheap: sympy, latex2sympy and math-verify load only when a check runs.
 """
 from cft.answers.check import Verdict, check
-from cft.answers.extract import extract_answer
+from cft.answers.extract import extract_answer, extract_with_rule
 from cft.answers.freetext import judge_free_text
 from cft.answers.grader import Grader
 from cft.answers.normalize import normalize
 
-__all__ = ["Grader", "Verdict", "check", "extract_answer", "judge_free_text", "normalize"]
+__all__ = ["Grader", "Verdict", "check", "extract_answer", "extract_with_rule", "judge_free_text", "normalize"]

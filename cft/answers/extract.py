@@ -1,8 +1,20 @@
 """Pull a model's final answer out of a free-form completion.
 
-Priority: the last `\\boxed{...}` / `\\fbox{...}` (nested braces handled), then the last
-"the (final) answer is X", then benchmark-specific forms (GSM8K `#### X`, a multiple-choice
-letter). Pure string work, no heavy imports.
+The rules are tried in the order of the official evaluation's `extract_answer` (Qwen2.5-Math
+`evaluation/parser.py`, as used by the CFT paper), and the rule that fired is reported so a
+reader can see how much of a score came from fallbacks:
+
+  minerva     "final answer is $X$. I hope" (Minerva's few-shot form)
+  boxed       the last `\\boxed{...}` / `\\fbox{...}` (nested braces handled)
+  answer_is   the last "the answer is X" (official: "he answer is")
+  final_answer_is  the last "final answer is X"
+  gsm8k_hash  GSM8K's `#### X` (ours; the official falls through to the last number, the same X)
+  last_number the last number in the completion (official fallback)
+  choice      a multiple-choice letter (choice benchmarks only)
+  none        nothing found
+
+Each rule parses its span more carefully than the official split-on-substring (the answer ends
+at the sentence end, `$...$` is unwrapped); pure string work, no heavy imports.
 """
 from __future__ import annotations
 
@@ -11,10 +23,11 @@ import re
 CHOICE_BENCHMARKS = {"gpqa", "gpqa_diamond", "mmlu", "mmlu_pro", "mmlu-pro", "arc", "aqua", "sat_math"}
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)(?:\s*\{| +([^\s{$]+))")
-_ANSWER_IS = re.compile(
-    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?\s*(.+?)(?:\.\s|\.?\s*$|\n)",
-    re.IGNORECASE | re.DOTALL,
-)
+_SPAN = r"\s*(?:is|:|=)\s*:?\s*(.+?)(?:\.\s|\.?\s*$|\n)"
+_ANSWER_IS = re.compile(r"the\s+answer" + _SPAN, re.IGNORECASE | re.DOTALL)
+_FINAL_ANSWER_IS = re.compile(r"final\s+answer" + _SPAN, re.IGNORECASE | re.DOTALL)
+_MINERVA = re.compile(r"final answer is \$(.+?)\$\. I hope", re.DOTALL)
+_NUMBER = re.compile(r"-?\d*\.?\d+")
 _CHOICE_PATTERNS = [
     re.compile(r"answer\s*(?:is|:)?\s*:?\s*\(?\$?\\?(?:text\{|textbf\{)?\(?([A-J])\b", re.IGNORECASE),
     re.compile(r"^\s*\(?([A-J])[).:]?\s*$"),
@@ -49,8 +62,8 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def _answer_is(text: str) -> str | None:
-    matches = list(_ANSWER_IS.finditer(text))
+def _answer_is(text: str, pattern: re.Pattern = _ANSWER_IS) -> str | None:
+    matches = list(pattern.finditer(text))
     if not matches:
         return None
     answer = matches[-1].group(1).strip()
@@ -75,21 +88,43 @@ def _choice_letter(text: str) -> str | None:
     return None
 
 
-def extract_answer(completion: str, benchmark: str | None = None) -> str | None:
-    """The final answer in `completion`, or None if it states none.
+def extract_with_rule(completion: str, benchmark: str | None = None,
+                      last_number: bool = True) -> tuple[str | None, str]:
+    """(answer, rule): the final answer in `completion` (None if it states none) and the name of
+    the rule that found it (see the module docstring), tried in the official order.
 
     `benchmark` turns on forms that only make sense there: GSM8K's `#### 42`, and a single
     letter for multiple-choice benchmarks (names in CHOICE_BENCHMARKS).
     """
     if not completion:
-        return None
+        return None, "none"
     name = (benchmark or "").lower()
     if name in CHOICE_BENCHMARKS:
-        return _choice_letter(completion)
+        letter = _choice_letter(completion)
+        return letter, "choice" if letter else "none"
+    minerva = _MINERVA.findall(completion)
+    if minerva and minerva[-1].strip():
+        return minerva[-1].strip(), "minerva"
     boxed = last_boxed(completion)
     if boxed is not None:
-        return boxed
+        return boxed, "boxed"
+    for rule, pattern in (("answer_is", _ANSWER_IS), ("final_answer_is", _FINAL_ANSWER_IS)):
+        answer = _answer_is(completion, pattern)
+        if answer is not None:
+            return answer, rule
     if name == "gsm8k" and "####" in completion:
         answer = completion.rsplit("####", 1)[1].strip().split("\n")[0].strip()
-        return answer.replace(",", "").rstrip(".") or None
-    return _answer_is(completion)
+        answer = answer.replace(",", "").rstrip(".")
+        if answer:
+            return answer, "gsm8k_hash"
+    if last_number:
+        numbers = _NUMBER.findall(completion.replace(",", ""))
+        if numbers:
+            return numbers[-1], "last_number"
+    return None, "none"
+
+
+def extract_answer(completion: str, benchmark: str | None = None, last_number: bool = True) -> str | None:
+    """The final answer in `completion`, or None if it states none (see `extract_with_rule`).
+    `last_number=False` turns off the last-number fallback, for answers that must be stated."""
+    return extract_with_rule(completion, benchmark, last_number)[0]

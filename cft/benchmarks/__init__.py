@@ -20,7 +20,7 @@ SHIPPED = Path(__file__).resolve().parent / "data"
 def _last_boxed(text: str) -> Optional[str]:
     from cft.answers import extract_answer
 
-    return extract_answer(text)
+    return extract_answer(text, last_number=False)
 
 
 def _olympiad(row: dict) -> str:

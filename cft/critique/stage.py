@@ -92,7 +92,7 @@ def run(cfg, paths: RunPaths) -> dict:
             rejects.append({"id": rec["id"], "reason": "no result (attempts exhausted)"})
             continue
         reason = ("reference check undecided" if result.get("finish_reason") == "undecided"
-                  else reject_reason(result, needs_verdict=target == "critique"))
+                  else reject_reason(result, needs_verdict=target == "critique" and cfg.teacher.require_verdict))
         if reason:
             rejects.append({"id": rec["id"], "reason": reason, "text": result.get("text", "")})
             continue
@@ -114,6 +114,7 @@ def run(cfg, paths: RunPaths) -> dict:
         "n_records": len(records), "n_kept": len(kept), "n_rejected": len(rejects),
         "reject_reasons": dict(Counter(r["reason"] for r in rejects)),
         "teacher_verdicts": dict(Counter(r.get("teacher_verdict") for r in kept)),
+        "n_kept_without_verdict": sum(target == "critique" and r.get("teacher_verdict") is None for r in kept),
         "agreement_with_reference_check": agreement, "n_agreement_checked": len(checked),
         "teacher_stats": teacher_stats, "ledger": ledger_totals,
     }

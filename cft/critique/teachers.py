@@ -33,7 +33,7 @@ class ReferenceTeacher:
         from cft.answers import extract_answer
 
         ref = rec["reference_answer"]
-        pred = (rec.get("extra") or {}).get("summary") or extract_answer(rec["noisy_response"] or "")
+        pred = (rec.get("extra") or {}).get("summary") or extract_answer(rec["noisy_response"] or "", last_number=False)
         if rec["response_correct"] == RIGHT:
             return (f"The solution concludes that {pred.strip() if pred else 'the answer is correct'}, "
                     f"which agrees with the correct answer, {ref}. The reasoning supports this "

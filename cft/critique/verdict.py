@@ -1,16 +1,9 @@
 """Parse a critique's final verdict and decide whether a teacher output is usable."""
 from __future__ import annotations
 
-import re
 from typing import Optional
 
-_CONCLUSION = re.compile(r"Conclusion:\s*\**\s*(right|wrong)\b\s*\**\s*(\[END\])?", re.I)
-
-
-def parse_verdict(critique: str) -> Optional[str]:
-    """The verdict of the LAST `Conclusion: right/wrong` line, or None if there is none."""
-    matches = _CONCLUSION.findall(critique or "")
-    return matches[-1][0].lower() if matches else None
+from cft.verdict import parse_verdict
 
 
 def reject_reason(result: dict, needs_verdict: bool) -> Optional[str]:

@@ -14,7 +14,7 @@ def _correctness(completion: str, reference: str | None) -> str:
 
     if not reference:
         return UNKNOWN
-    pred = extract_answer(completion)
+    pred = extract_answer(completion, last_number=False)
     if pred is None:
         return UNKNOWN
     verdict = check(pred, reference)

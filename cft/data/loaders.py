@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 
 from cft.data.record import RIGHT, UNKNOWN, WRONG, Record
 from cft.io import DataError, iter_jsonl
+from cft.verdict import parse_verdict
 
 LOADERS: dict[str, Callable] = {}
 
@@ -93,21 +94,22 @@ def load_champ(cfg) -> Iterator[Record]:
 
 
 _WEBINSTRUCT_INPUT = re.compile(r"\AQuestion:\n(?P<q>.*?)\n\nSolution:\n(?P<r>.*)\Z", re.S)
-_VERDICT = re.compile(r"Conclusion:\s*(right|wrong)\b", re.I)
 
 
 @loader("webinstruct")
 def load_webinstruct(cfg) -> Iterator[Record]:
-    """WebInstruct-CFT: `input` = "Question:\\n{q}\\n\\nSolution:\\n{noisy response}",
-    `output` = the paper's GPT-4o critique. There is no reference answer, so correctness is
-    unknown to the answer checker (the critique's own verdict is kept in `extra`)."""
+    """WebInstruct-CFT: `instruction` + `input` ("Question:\\n{q}\\n\\nSolution:\\n{noisy response}\\n")
+    and `output`, the paper's GPT-4o critique. Both `instruction` and `input` are kept verbatim in
+    `extra`, so training renders the user turn exactly as the official run saw it. There is no
+    reference answer, so correctness is unknown to the answer checker (the critique's own
+    verdict is kept in `extra`)."""
     where = cfg.path or f"{cfg.hf_path}/{cfg.hf_config}"
     for i, row in enumerate(_hub_rows(cfg)):
         _require(row, ("input", "output"), f"{where}: row {i + 1}")
         m = _WEBINSTRUCT_INPUT.match(row["input"])
         if m is None:
             raise DataError(f"{where}: row {i + 1}: `input` is not 'Question:\\n...\\n\\nSolution:\\n...'")
-        verdicts = _VERDICT.findall(row["output"])
+        verdict = parse_verdict(row["output"])
         yield Record(
             id=f"webinstruct-{i}",
             question=m["q"],
@@ -117,8 +119,8 @@ def load_webinstruct(cfg) -> Iterator[Record]:
             noisy_source="webinstruct",
             response_correct=UNKNOWN,
             released_critique=row["output"],
-            extra={"instruction": row.get("instruction", ""),
-                   "released_verdict": verdicts[-1].lower() if verdicts else None},
+            extra={"instruction": row.get("instruction") or "", "input": row["input"],
+                   "released_verdict": verdict},
         )
 
 
@@ -152,7 +154,7 @@ def load_numina(cfg) -> Iterator[Record]:
         _require(row, ("problem", "solution"), f"{where}: row {i + 1}")
         yield Record(
             id=f"numina-{i}", question=row["problem"],
-            reference_answer=extract_answer(row["solution"]), reference_solution=row["solution"],
+            reference_answer=extract_answer(row["solution"], last_number=False), reference_solution=row["solution"],
             noisy_response=row["solution"], noisy_source="numina",
             response_correct=UNKNOWN, extra={"source": row.get("source")},
         )
@@ -171,7 +173,7 @@ def load_jsonl(cfg) -> Iterator[Record]:
         answer = row.get("answer")
         correct = UNKNOWN
         if answer is not None:
-            verdict = check(extract_answer(row["response"]), str(answer))
+            verdict = check(extract_answer(row["response"], last_number=False), str(answer))
             correct = {Verdict.EQUAL: RIGHT, Verdict.DIFFERENT: WRONG}.get(verdict, UNKNOWN)
         yield Record(
             id=str(row.get("id", f"{path.stem}-{lineno}")), question=row["question"],

@@ -47,8 +47,8 @@ def evaluate_critic(cfg, model, tokenizer, paths: RunPaths, exclude_ids: set[str
     from cft.eval.generate import generate_transformers
 
     pairs = heldout_pairs(cfg, exclude_ids, cfg.eval.critic_limit)
-    prompts = [render({"prompt": cft_prompt(p["question"], p["noisy_response"]), "target": ""},
-                      cfg.model.train_template)[0] for p in pairs]
+    prompts = [render({"prompt": cft_prompt(p), "target": ""}, cfg.model.train_template,
+                      bos_token=tokenizer.bos_token)[0] for p in pairs]
     completions = dict(generate_transformers(model, tokenizer, prompts, cfg.eval.max_new_tokens,
                                              cfg.eval.batch_size))
     rows = [{"id": p["id"], "truth": p["response_correct"], "critique": completions[i],

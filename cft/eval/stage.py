@@ -49,7 +49,7 @@ def _load(cfg, model_path: str, tokenizer_path: str | None = None):
 def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
              tokenizer_path: str | None = None) -> dict:
     """Evaluate `model_path` on benchmarks; write per-sample JSONL + results into out_dir."""
-    from cft.answers import Grader, Verdict, extract_answer
+    from cft.answers import Grader, Verdict, extract_with_rule
 
     benchmarks = list(benchmarks or cfg.eval.benchmarks)
     limit = cfg.eval.limit if limit is None else limit
@@ -84,20 +84,23 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
                                   "time": time.time()})
             completions = [store.get(f"{name}:{i}")["completion"] for i in range(len(items))]
         gen_s = time.time() - t0
-        extracted = [extract_answer(c, name) for c in completions]
+        extracted, rules = zip(*(extract_with_rule(c, name) for c in completions)) if completions else ((), ())
         with Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers,
                     checker=cfg.eval.checker) as grader:
             verdicts = grader.grade([(p, it["reference"], it["answer_type"])
                                      for p, it in zip(extracted, items)])
         rows = [{"idx": it["idx"], "question": it["question"], "prompt": pr, "completion": c,
-                 "prediction": p, "reference": it["reference"], "verdict": str(v.value if hasattr(v, "value") else v),
+                 "prediction": p, "extraction_rule": rule, "reference": it["reference"], "verdict": str(v.value if hasattr(v, "value") else v),
                  "correct": v == Verdict.EQUAL}
-                for it, pr, c, p, v in zip(items, prompts, completions, extracted, verdicts)]
+                for it, pr, c, p, rule, v in zip(items, prompts, completions, extracted, rules, verdicts)]
         write_jsonl(out_dir / f"{name}.jsonl", rows)
         counts = Counter(r["verdict"] for r in rows)
         results[name] = {"accuracy": 100.0 * sum(r["correct"] for r in rows) / max(1, len(rows)),
                          "n": len(rows), "verdicts": dict(counts),
-                         "timeouts": counts.get("timeout", 0), "generation_s": round(gen_s, 2)}
+                         "timeouts": counts.get("timeout", 0), "generation_s": round(gen_s, 2),
+                         # Which extraction rule found each answer, and how many of those were right.
+                         "extraction_rules": dict(Counter(r["extraction_rule"] for r in rows)),
+                         "correct_by_rule": dict(Counter(r["extraction_rule"] for r in rows if r["correct"]))}
     write_json(out_dir / "results.json", {"model": model_path, "benchmarks": results})
     return results
 

@@ -17,7 +17,7 @@ from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 from cft.tracking import RUN_ID_FILE, log_metrics
 from cft.train import checkpoint as ckpt
-from cft.train.format import example, tokenize
+from cft.train.format import example, prepare_tokenizer, tokenize
 from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_model
 
 
@@ -134,6 +134,7 @@ def run(cfg, paths: RunPaths) -> dict:
     validate(cfg, world_size)  # grad_accum_steps for the world size this process really sees
     source = model_source(cfg.model, cfg.paths.cache)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    prepare_tokenizer(tokenizer, cfg.model.train_template)  # as LLaMA-Factory fixes it (stop words, pad)
     examples = training_rows(cfg, paths)
     if rank == 0:
         write_jsonl(paths.train_examples, examples)
@@ -156,6 +157,10 @@ def run(cfg, paths: RunPaths) -> dict:
         if rank == 0:
             write_json(paths.train_dir / "deepspeed.json", args.hf_deepspeed_config.config)
     model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ValueError(f"model.train_template={cfg.model.train_template!r} adds special tokens "
+                         f"{sorted(tokenizer.added_tokens_encoder)} to a tokenizer of {len(tokenizer)} "
+                         f"tokens, more than the model's {model.get_input_embeddings().num_embeddings} embeddings")
     use_cache = prepare_model(model)
     packing = packing_enabled(cfg.model.packing, attn_of(model))
 
