@@ -47,7 +47,9 @@ def slurm_job(environ=os.environ) -> dict | None:
 def record_job(run_dir: str | Path, environ=os.environ) -> dict | None:
     """Append this (re)start of the SLURM job to <run_dir>/slurm_jobs.jsonl (rank 0 only)."""
     info = slurm_job(environ)
-    if info is None or int(environ.get("SLURM_PROCID", "0")) != 0:
+    from cft import distributed
+
+    if info is None or not distributed.is_main(environ):
         return info
     path = Path(run_dir) / JOBS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +69,7 @@ class SlurmJobCallback(Callback):
     def on_job_start(self, config, **kwargs: Any) -> None:
         # One task per GPU: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from SLURM_* before any stage
         # (and transformers) reads them; a no-op for single-task jobs or under torchrun.
-        from cft.train.distributed import env_from_slurm
+        from cft import distributed
 
-        env_from_slurm()
+        distributed.export_slurm_env()
         record_job(config.hydra.runtime.output_dir)

@@ -92,8 +92,6 @@ class MethodConfig:
     # save_total_limit complete ones (all of them when eval.select_checkpoint picks among them).
     save_steps: float = 0.2
     save_total_limit: int = 2
-    # Derived in validate(): global_batch_size / (world_size * per_device_batch_size).
-    grad_accum_steps: int = 0
 
 
 @dataclass
@@ -161,6 +159,8 @@ class ClusterConfig:
 
 @dataclass
 class EvalConfig:
+    # conf/eval: quick (CPU slice), full (six benchmarks), paper (+ vLLM, best checkpoint).
+    name: str = MISSING
     benchmarks: list[str] = field(default_factory=lambda: ["math-500"])
     # Questions per benchmark (null = all). The default run evaluates a small slice.
     limit: Optional[int] = None
@@ -177,6 +177,12 @@ class EvalConfig:
     # Critic evaluation of a CFT model on held-out CHAMP (question, response) pairs.
     critic: bool = False
     critic_limit: Optional[int] = 64
+
+
+@dataclass
+class RecipeConfig:
+    # conf/recipe: paper (the schema's method defaults) or cpu (the tiny model's overrides).
+    name: str = MISSING
 
 
 @dataclass
@@ -204,10 +210,12 @@ class CFTConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     run_name: str = MISSING
+    sweep_name: str = MISSING
     seed: int = 42
     # Set by the launcher: the run directory (Hydra's output dir).
     run_dir: str = MISSING
@@ -315,6 +323,14 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
                 raise ConfigError(f"teacher.{key} is required for teacher={cfg.teacher.name} (set teacher.{key}=...)")
     if cfg.model.init == "pretrained" and not cfg.model.path:
         raise ConfigError("model.path is empty: set a HF id or a local checkpoint directory")
+    grad_accum_steps(cfg, world_size)  # the global batch must split over this world size
+    return cfg
+
+
+def grad_accum_steps(cfg: DictConfig, world_size: int) -> int:
+    """Gradient-accumulation steps that make `method.global_batch_size` on `world_size` processes:
+    derived where the Trainer and DeepSpeed are configured, never stored in the config (so the
+    config, and a run's fingerprint, do not depend on how many GPUs ran it)."""
     per_step = world_size * cfg.model.per_device_batch_size
     if cfg.method.global_batch_size % per_step:
         raise ConfigError(
@@ -322,5 +338,4 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
             f"world_size ({world_size}) x model.per_device_batch_size "
             f"({cfg.model.per_device_batch_size})"
         )
-    cfg.method.grad_accum_steps = cfg.method.global_batch_size // per_step
-    return cfg
+    return cfg.method.global_batch_size // per_step

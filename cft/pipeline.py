@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cft import distributed
 from cft.config import STAGES, ConfigError, validate
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
@@ -85,18 +85,15 @@ def git_info() -> dict:
         return {"git_sha": None, "git_dirty": None}
 
 
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
-
-
 def run(cfg: DictConfig) -> dict:
     """Run cfg.stages into cfg.run_dir; returns a summary per stage. Callable without Hydra."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed.export_slurm_env()  # a multi-task srun: every task knows its rank and the world size
+    world_size = distributed.world_size()
     validate(cfg, world_size=world_size)
     check_packages(cfg)
     paths = RunPaths.of(cfg.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
-    if is_rank_zero():
+    if distributed.is_main():
         with atomic_open(paths.resolved_config) as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
         write_json(paths.run_info, {**git_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -110,12 +107,10 @@ def run(cfg: DictConfig) -> dict:
             if stage not in cfg.stages:
                 continue
             marker = paths.stage_done(stage)
-            if world_size > 1 and stage != "train" and not is_rank_zero():
+            if world_size > 1 and stage != "train" and not distributed.is_main():
                 # Only rank 0 runs the single-process stages; other ranks wait for data/critique.
                 if stage in ("data", "critique"):
-                    from cft.train.distributed import wait_for_marker
-
-                    summary[stage] = wait_for_marker(marker, fp).get("summary")
+                    summary[stage] = distributed.wait_for_marker(marker, fp).get("summary")
                 continue
             done = read_json(marker) if marker.exists() else None
             if done is not None and done.get("fingerprint") == fp:
@@ -131,7 +126,7 @@ def run(cfg: DictConfig) -> dict:
             result = stage_fn(stage)(cfg, paths)
             elapsed = round(time.time() - t0, 2)
             print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
-            if is_rank_zero():
+            if distributed.is_main():
                 write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
             summary[stage] = result
     return summary

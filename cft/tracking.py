@@ -108,8 +108,9 @@ def job_identity(cfg, run_dir: Path) -> tuple[str | None, str]:
 
 def start(cfg, paths):
     """Start (or resume) this job's W&B run on rank 0; None when tracking is disabled."""
-    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-    if cfg.tracking.mode == "disabled" or rank != 0:
+    from cft import distributed
+
+    if cfg.tracking.mode == "disabled" or not distributed.is_main():
         return None
     import wandb
     from wandb.sdk.lib.runid import generate_id

@@ -1,18 +1,17 @@
 """Config composition: every option of every group composes; bad overrides fail naming the key."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import re
-
 import pytest
 
-from cft.config import ConfigError, validate
+from cft.config import ConfigError, grad_accum_steps, validate
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ["model", "dataset", "method", "teacher", "cluster", "deepspeed"]
+GROUPS = ["model", "dataset", "method", "teacher", "cluster", "deepspeed", "eval", "recipe"]
 
 
 def options(group: str) -> list[str]:
@@ -49,8 +48,10 @@ def test_paper_recipe_for_deepseek_math(compose):
     m = cfg.method
     assert (m.lr, m.scheduler, m.warmup_ratio, m.global_batch_size, m.epochs, m.cutoff_len, m.bf16) == (
         5e-6, "cosine", 0.1, 512, 1.0, 2048, True)
-    assert m.grad_accum_steps == 512 // 8
-    assert validate(compose(["model=deepseek-math"]), world_size=8).method.grad_accum_steps == 8
+    assert grad_accum_steps(cfg, 1) == 512 // 8 and grad_accum_steps(cfg, 8) == 8
+    assert "grad_accum_steps" not in cfg.method  # derived where the Trainer is built, never stored
+    with pytest.raises(ConfigError, match="not divisible by world_size \\(3\\)"):
+        validate(compose(["model=deepseek-math"]), world_size=3)
 
 
 def test_tiny_overrides_only_what_cpu_needs(compose):

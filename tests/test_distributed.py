@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from cft.config import grad_accum_steps
 from conftest import ROOT
 from test_train import losses, train, train_cfg, write_rows
 
@@ -75,7 +76,7 @@ def _compare(one: dict, two: dict, label: str) -> float:
 
 def test_two_processes_match_one(compose, tmp_path, one_process):
     cfg = train_cfg(compose, tmp_path / "two", "method.max_steps=4", world_size=2)
-    assert cfg.method.grad_accum_steps == 1  # 8 = 2 processes x 4, vs 1 x 4 x 2 accumulation
+    assert grad_accum_steps(cfg, 2) == 1  # 8 = 2 processes x 4, vs 1 x 4 x 2 accumulation
     write_rows(tmp_path / "two")
     summary = _summary(torchrun(cfg))
     assert summary["world_size"] == 2 and summary["global_step"] == 4

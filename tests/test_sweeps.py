@@ -67,8 +67,7 @@ def test_every_cell_composes_and_validates(compose, experiment):
             got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
             assert got == override.value(), (key, got)
         world = max(1, cfg.cluster.gpus_per_node) * cfg.cluster.nodes
-        validate(cfg, world_size=world)
-        assert cfg.method.grad_accum_steps >= 1
+        validate(cfg, world_size=world)  # the global batch splits over the cluster's GPUs
         if cluster == "slurm":  # the paper's protocol: six benchmarks, vLLM, best ckpt on MATH-500
             assert list(cfg.eval.benchmarks) == PAPER_BENCHMARKS
             assert (cfg.eval.backend, cfg.eval.select_benchmark) == ("vllm", "math-500")

@@ -41,7 +41,7 @@ def resume_key(cfg, examples: list[dict]) -> str:
     from omegaconf import OmegaConf
 
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    for k in ("grad_accum_steps", "save_steps", "save_total_limit"):
+    for k in ("save_steps", "save_total_limit"):
         method.pop(k, None)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for k in ("per_device_batch_size", "gradient_checkpointing", "packing", "attn_implementation"):

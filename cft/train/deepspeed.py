@@ -14,11 +14,10 @@ def ds_config(cfg, world_size: int, gpu: bool) -> dict | None:
     ds, m = cfg.deepspeed, cfg.method
     if int(ds.stage) == 0:
         return None
+    from cft.config import grad_accum_steps
+
     micro = int(cfg.model.per_device_batch_size)
-    accum = int(m.grad_accum_steps)
-    if micro * accum * world_size != int(m.global_batch_size):
-        raise ValueError(f"deepspeed: {micro} x {accum} x {world_size} != method.global_batch_size="
-                         f"{m.global_batch_size}; run cft.config.validate(cfg, world_size) first")
+    accum = grad_accum_steps(cfg, world_size)  # raises, naming the keys, if it does not divide
     bf16 = bool(m.bf16) and gpu
     zero: dict = {
         "stage": int(ds.stage),

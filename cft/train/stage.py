@@ -90,13 +90,14 @@ def training_args(cfg, paths: RunPaths, world_size: int, use_cpu: bool):
     """TrainingArguments from the composed config (+ the generated DeepSpeed config, if any)."""
     from transformers import TrainingArguments
 
+    from cft.config import grad_accum_steps
     from cft.train.deepspeed import ds_config
 
     ds = ds_config(cfg, world_size, gpu=not use_cpu)
     return TrainingArguments(
         output_dir=str(paths.checkpoints),
         per_device_train_batch_size=cfg.model.per_device_batch_size,
-        gradient_accumulation_steps=cfg.method.grad_accum_steps,
+        gradient_accumulation_steps=grad_accum_steps(cfg, world_size),
         learning_rate=cfg.method.lr,
         lr_scheduler_type=cfg.method.scheduler,
         warmup_steps=cfg.method.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
@@ -125,13 +126,11 @@ def run(cfg, paths: RunPaths) -> dict:
     from datasets import Dataset
     from transformers import Trainer
 
-    from cft.config import validate
-    from cft.train.distributed import env_from_slurm, world
+    from cft import distributed
     from cft.train.model import load_model, load_tokenizer, model_source, torch_dtype
 
-    env_from_slurm()
-    rank, world_size = world()
-    validate(cfg, world_size)  # grad_accum_steps for the world size this process really sees
+    distributed.export_slurm_env()  # a multi-task srun without the pipeline in front of it
+    rank, world_size = distributed.rank(), distributed.world_size()
     source = model_source(cfg.model, cfg.paths.cache)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     prepare_tokenizer(tokenizer, cfg.model.train_template)  # as LLaMA-Factory fixes it (stop words, pad)

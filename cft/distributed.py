@@ -1,0 +1,78 @@
+"""Who this process is in a multi-process run: the one module that reads RANK / WORLD_SIZE /
+SLURM_PROCID, for every stage and helper.
+
+Launchers, in the order they are believed:
+- torchrun (or any launcher that sets RANK / WORLD_SIZE itself),
+- a multi-task `srun` step (one task per GPU, no torchrun): SLURM_PROCID / SLURM_NTASKS, and
+  `export_slurm_env` turns them into torch.distributed's variables through submitit's
+  `TorchDistributedEnvironment` (master address from the job's nodelist, port from the job id),
+- a single process (rank 0 of 1).
+
+Multi-process runs of the pipeline: only the train stage is data-parallel. Every other stage
+runs on the main process; the others wait for its stage marker (data, critique: training needs
+their files) or skip (eval, report). We wait on the marker file rather than a torch.distributed
+barrier because the process group is created later, by the Trainer, with the backend it picks
+(nccl/gloo); if the main process dies, torchrun/srun tear the job down.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def _slurm_step(environ) -> bool:
+    """Inside a SLURM task that is one of several (a multi-task `srun` step)."""
+    return "SLURM_PROCID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def rank(environ=os.environ) -> int:
+    if "RANK" in environ:
+        return int(environ["RANK"])
+    return int(environ["SLURM_PROCID"]) if _slurm_step(environ) else 0
+
+
+def world_size(environ=os.environ) -> int:
+    if "RANK" in environ:
+        return int(environ.get("WORLD_SIZE", "1"))
+    return int(environ["SLURM_NTASKS"]) if _slurm_step(environ) else 1
+
+
+def local_rank(environ=os.environ) -> int:
+    if "LOCAL_RANK" in environ:
+        return int(environ["LOCAL_RANK"])
+    return int(environ.get("SLURM_LOCALID", "0")) if _slurm_step(environ) else 0
+
+
+def is_main(environ=os.environ) -> bool:
+    return rank(environ) == 0
+
+
+def export_slurm_env() -> bool:
+    """Under a multi-task srun without torchrun, set MASTER_ADDR/PORT, RANK, WORLD_SIZE,
+    LOCAL_RANK from SLURM's variables (submitit's helper), before anything initialises
+    torch.distributed. A no-op (False) under torchrun, outside SLURM and for one task."""
+    if "RANK" in os.environ or not _slurm_step(os.environ):
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # GPU binding is SLURM's (--gpus-per-task) or the user's; we only name the process group.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
+
+
+def wait_for_marker(marker: Path, fingerprint: str, poll_s: float = 2.0,
+                    timeout_s: float | None = None) -> dict:
+    """Non-main ranks: block until the main process wrote `marker` with this fingerprint."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        try:
+            info = json.loads(Path(marker).read_text())
+            if info.get("fingerprint") == fingerprint:
+                return info
+        except (OSError, ValueError):
+            pass
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank()}: the main process did not finish {marker} in {timeout_s}s")
+        time.sleep(poll_s)
