@@ -57,6 +57,9 @@ def export_slurm_env() -> bool:
         return False
     from submitit.helpers import TorchDistributedEnvironment
 
+    # submitit recognises a SLURM task by this variable, which its own launcher sets; a plain
+    # `srun` (ours, or a user's) is the same SLURM environment.
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
     # GPU binding is SLURM's (--gpus-per-task) or the user's; we only name the process group.
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return True

@@ -162,3 +162,21 @@ def test_checkpoint_state_loads_without_unpickling_code(compose, tmp_path):
     for f in files:
         with safe_globals():
             torch.load(f, weights_only=True)
+
+
+def test_requeue_on_another_world_size_skips_finished_stages(compose, tmp_path, monkeypatch):
+    """A job requeued onto a different number of GPUs finds the same fingerprints (accumulation
+    is derived, not stored), so data, critique and a finished train stage are not redone."""
+    from cft.pipeline import run
+
+    cfg = compose(["stages=[data,critique,train]", "method.max_steps=2", "dataset.limit=32"],
+                  run_dir=tmp_path / "run")
+    run(cfg)
+    markers = {p.name: p.read_text() for p in (tmp_path / "run" / "stages").glob("*.done.json")}
+    assert sorted(markers) == ["critique.done.json", "data.done.json", "train.done.json"]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # 16 = 2 processes x 8, no accumulation (was 2 steps)
+    summary = run(compose(["stages=[data,critique,train]", "method.max_steps=2", "dataset.limit=32"],
+                          run_dir=tmp_path / "run"))
+    assert {p.name: p.read_text() for p in (tmp_path / "run" / "stages").glob("*.done.json")} == markers
+    assert summary["train"]["world_size"] == 1  # the finished run's summary, not a re-run

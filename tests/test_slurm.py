@@ -150,3 +150,19 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
     if not train_done_before:  # interrupted mid-training: resumed from the checkpoint
         assert train["resumed_from"] and "checkpoint-" in str(train["resumed_from"])
         assert train["global_step"] == 6
+
+
+def test_multi_task_srun_runs_data_and_critique_once(tmp_path, tiny_source, cache_dir):
+    """`srun -n 2 python -m cft.main cluster=local`: both tasks know they are 2 (rank from
+    SLURM_PROCID, world size from SLURM_NTASKS, exported through submitit's helper); task 0 runs
+    data and critique, task 1 waits for their markers, so nothing runs twice."""
+    env = _env(tmp_path, cache_dir)
+    proc = subprocess.run(["srun", f"--partition={PARTITION}", "--ntasks=2", "--cpus-per-task=1", "--label",
+                           sys.executable, "-m", "cft.main", "cluster=local", "stages=[data,critique]",
+                           "dataset.limit=32", "run_name=srun2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ran = [line.split(":", 1)[0].strip() for line in proc.stdout.splitlines() if ": running" in line]
+    assert sorted(ran) == ["0", "0"], proc.stdout[-3000:]  # data and critique, each once, by task 0
+    info = json.loads((tmp_path / "outputs" / "runs" / "srun2" / "run_info.json").read_text())
+    assert info["world_size"] == 2
