@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cft.config import ConfigError, grad_accum_steps, validate
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ["model", "dataset", "method", "teacher", "cluster", "deepspeed", "eval", "recipe"]
@@ -61,13 +60,8 @@ def test_tiny_overrides_only_what_cpu_needs(compose):
         assert tiny.method[key] == big.method[key]
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cft.main", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_cfg_job_prints_composed_config():
-    out = _cli("model=deepseek-math", "method=cft", "--cfg", "job")
+def test_cfg_job_prints_composed_config(tmp_path):
+    out = cli("model=deepseek-math", "method=cft", "--cfg", "job", outputs=tmp_path, cache=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "deepseek-ai/deepseek-math-7b-base" in out.stdout and "lr: 5.0e-06" in out.stdout
 
@@ -78,8 +72,8 @@ def test_cfg_job_prints_composed_config():
     ("method.lrr=1", "lrr"),
     ("eval.limit=many", "eval.limit"),
 ])
-def test_bad_override_fails_naming_the_key(override, needle):
-    out = _cli(override, "--cfg", "job")
+def test_bad_override_fails_naming_the_key(override, needle, tmp_path):
+    out = cli(override, "--cfg", "job", outputs=tmp_path, cache=tmp_path)
     assert out.returncode != 0
     assert needle in out.stderr
 

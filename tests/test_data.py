@@ -8,7 +8,7 @@ import pytest
 
 from cft.data.loaders import load_records
 from cft.data.record import RIGHT, UNKNOWN, WRONG
-from cft.io import DataError
+from cft.io import DataError, read_jsonl
 
 
 def test_champ_records_are_real_noisy_responses_of_known_origin(compose):
@@ -84,8 +84,8 @@ def test_decontamination_catches_planted_benchmark_questions(tmp_path):
     from conftest import BENCHMARKS
     from cft.data.decontam import decontamination_report
 
-    math500 = [json.loads(l) for l in (BENCHMARKS / "math-500" / "test.jsonl").open()]
-    gsm8k = [json.loads(l) for l in (BENCHMARKS / "gsm8k" / "test.jsonl").open()]
+    math500 = read_jsonl(BENCHMARKS / "math-500" / "test.jsonl")
+    gsm8k = read_jsonl(BENCHMARKS / "gsm8k" / "test.jsonl")
     clean = [{"id": f"clean-{i}", "question": q} for i, q in enumerate([
         "Let a string consist of digit 1, 2, 3. How many such strings of length 6 have adjacent "
         "digit differing by less than or equal to 1?",

@@ -14,6 +14,7 @@ import yaml
 
 from cft.report.__main__ import build_report, main
 from cft.report.tables import build_table, collect_runs, to_csv, to_latex, to_markdown
+from helpers import cli, cli_env
 from wandb_offline import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,15 +164,10 @@ def real_sweep(tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("outputs")
     sweep_dir = out / "multirun" / "tiny-noisy-source"
     methods = os.environ.get("CFT_TEST_SWEEP_METHODS", "sft,cft")
-    env = {**os.environ, "CFT_OUTPUTS": str(out), "CFT_CACHE": str(cache_dir), "WANDB_MODE": "offline",
-           "OPENAI_API_KEY": FAKE_OPENAI, "WANDB_API_KEY": FAKE_WANDB}
-    # hydra.sweep.dir is explicit: the default ${paths.output_root} falls back to ${hydra:runtime.cwd},
-    # which the sweeper cannot resolve (reported to the lead).
-    cmd = [sys.executable, "-m", "cft.main", "--multirun", f"method={methods}",
-           "dataset.noisy_models=[GPT-4],[GPT-3.5]", "method.max_steps=2", "eval.limit=2",
-           "dataset.limit=32", f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = cli_env(out, cache_dir, WANDB_MODE="offline", OPENAI_API_KEY=FAKE_OPENAI, WANDB_API_KEY=FAKE_WANDB)
+    cli("--multirun", f"method={methods}", "dataset.noisy_models=[GPT-4],[GPT-3.5]", "method.max_steps=2",
+        "eval.limit=2", "dataset.limit=32", "sweep_name=tiny-noisy-source", outputs=out, cache=cache_dir,
+        env=env, timeout=1800, check=True)
     return sweep_dir
 
 

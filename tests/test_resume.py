@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from cft.io import read_jsonl
+from cft.paths import RunPaths
 from cft.train import checkpoint as ckpt
 
 from conftest import ROOT
@@ -104,12 +106,12 @@ def test_killed_run_resumes_exactly(compose, tmp_path, uninterrupted, mode, resu
     assert ckpt.is_complete(newest) is (mode == "after_save")
     before = losses(run_dir)
     assert sorted(before) == [1, 2, 3, 4]
-    n_lines = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    n_rows = len(read_jsonl(RunPaths.of(run_dir).metrics))
 
     summary = train(train_cfg(compose, run_dir))  # the same command again
     assert summary["resumed_from"].endswith(f"checkpoint-{resumes_from}")
     assert summary["global_step"] == 6
-    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()[n_lines:]]
+    rows = read_jsonl(RunPaths.of(run_dir).metrics)[n_rows:]
     resumed_steps = [r["step"] for r in rows if "loss" in r]
     assert resumed_steps == list(range(resumes_from + 1, 7))  # exactly the remaining steps
     after = losses(run_dir)  # later rows win: the resumed run's values for re-done steps

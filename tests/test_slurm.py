@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cft.cluster import read_jobs
+from helpers import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITION = os.environ.get("CFT_SLURM_PARTITION", "debug")
@@ -42,8 +43,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(_NO_CLUSTER), reason=_N
 
 def _env(tmp_path: Path, cache: Path) -> dict:
     # sbatch exports this environment to the jobs (keys included, never the config).
-    return {**os.environ, "CFT_OUTPUTS": str(tmp_path / "outputs"), "CFT_CACHE": str(cache),
-            "PWD": str(ROOT), "WANDB_MODE": "disabled"}
+    return cli_env(tmp_path / "outputs", cache, PWD=str(ROOT))
 
 
 def _sweep(args: list[str], env: dict) -> list[str]:

@@ -7,9 +7,6 @@ with the world size the cluster config gives it, and checked to land in a distin
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from omegaconf import OmegaConf
 
 from cft.config import validate
 from cft.benchmarks import PAPER_BENCHMARKS
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,10 +98,7 @@ def test_cluster_configs_switch_the_launcher(compose):
 
 
 def test_missing_partition_fails_before_submitting(tmp_path):
-    env = {**os.environ, "CFT_OUTPUTS": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "cft.main", "--multirun", "cluster=slurm-cpu",
-                           "method=sft,cft"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = cli("--multirun", "cluster=slurm-cpu", "method=sft,cft", outputs=tmp_path, cache=tmp_path)
     assert proc.returncode != 0
     # Hydra names the launcher key the value is interpolated into: hydra.launcher.partition
     assert "Missing mandatory value: hydra.launcher.partition" in proc.stderr
@@ -113,11 +108,9 @@ def test_missing_partition_fails_before_submitting(tmp_path):
 def test_job_dirs_are_stable_and_collision_free(tmp_path):
     """`--multirun` job dirs carry the job number and the overrides, never a timestamp: the same
     command (e.g. submitit's requeue) finds the same dir; different cells never share one."""
-    env = {**os.environ, "CFT_OUTPUTS": str(tmp_path)}
-    cmd = [sys.executable, "-m", "cft.main", "--multirun", "stages=[]", "method=sft,cft",
-           "dataset.limit=8,16"]
     for _ in range(2):
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+        cli("--multirun", "stages=[]", "method=sft,cft", "dataset.limit=8,16", outputs=tmp_path,
+            cache=tmp_path, check=True)
     dirs = sorted(p.parent.parent for p in tmp_path.rglob(".hydra/overrides.yaml"))
     assert len(dirs) == 4 and len({d.name for d in dirs}) == 4
     for d in dirs:
