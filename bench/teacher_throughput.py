@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from cft.config import TeacherConfig  # noqa: E402
 from cft.critique.api import OpenAITeacher  # noqa: E402
 from cft.critique.base import Request  # noqa: E402
-from cft.critique.store import Ledger, ResultStore  # noqa: E402
+from cft.store import Ledger, ResultStore  # noqa: E402
 from openai_server import ServerProcess  # noqa: E402
 
 KEY_ENV = "CFT_BENCH_KEY"

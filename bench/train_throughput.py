@@ -39,7 +39,7 @@ def cft_features(tokenizer, n: int, cutoff: int, template: str = "qwen") -> list
     from omegaconf import OmegaConf
 
     from cft.critique.teachers import ReferenceTeacher
-    from cft.data.loaders import load_records
+    from cft.datasets import load_records
     from cft.train.format import example, tokenize
 
     dataset = OmegaConf.load(ROOT / "conf" / "dataset" / "champ.yaml")
@@ -65,7 +65,7 @@ def tiny_source() -> Path:
     from omegaconf import OmegaConf
 
     from cft.config import register_configs
-    from cft.train.tiny import build_tiny
+    from cft.tiny import build_tiny
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -81,7 +81,7 @@ def build(args):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from cft.train.model import load_tokenizer
+    from cft.models import load_tokenizer
 
     dtype = getattr(torch, args.dtype)
     source = tiny_source()

@@ -21,8 +21,7 @@ class ModelConfig:
     # "pretrained": load `path`; "random": build from `arch` + a locally trained tokenizer.
     init: str = "pretrained"
     arch: dict[str, Any] = field(default_factory=dict)
-    # How training examples are rendered (cft/train/format.py) and how eval prompts look
-    # (cft/eval/prompts.py); the paper uses qwen25-math-cot for Qwen and deepseek-math otherwise.
+    # How training examples are rendered and how eval prompts look (cft/templates.py); the paper uses qwen25-math-cot for Qwen and deepseek-math otherwise.
     train_template: str = "qwen"
     eval_template: str = "qwen25-math-cot"
     dtype: str = "bfloat16"
@@ -42,7 +41,7 @@ class ModelConfig:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    # champ | webinstruct | metamath | numina | jsonl (cft/data/loaders.py)
+    # champ | webinstruct | metamath | numina | jsonl (cft/datasets)
     loader: str = MISSING
     hf_path: str = ""
     hf_config: Optional[str] = None
@@ -70,7 +69,7 @@ class MethodConfig:
     name: str = MISSING
     # What the model learns to produce: critique | response | teacher_solution
     target: str = MISSING
-    # Which records are kept: all | verified (judged correct: cft.data.record.is_verified)
+    # Which records are kept: all | verified (judged correct: cft.records.is_verified)
     keep: str = "all"
     # cft only: share of the training set made of SFT pairs (question -> the dataset's response),
     # mixed in with the critiques. 0 = pure CFT; `method=cft-sft` sets 0.5.
@@ -258,8 +257,7 @@ def check_inputs(cfg: DictConfig) -> None:
     from pathlib import Path
 
     from cft.benchmarks import get_benchmark
-    from cft.eval.prompts import TEMPLATES as EVAL_TEMPLATES
-    from cft.train.format import TRAIN_TEMPLATES
+    from cft.templates import EVAL_TEMPLATES, TRAIN_TEMPLATES
 
     stages = set(cfg.stages)
     benchmark_keys = [("eval.benchmarks", list(cfg.eval.benchmarks), True),

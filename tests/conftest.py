@@ -54,7 +54,7 @@ def tiny_source(cache_dir) -> Path:
     from omegaconf import OmegaConf
 
     from cft.config import register_configs
-    from cft.train.tiny import build_tiny
+    from cft.tiny import build_tiny
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -64,6 +64,6 @@ def tiny_source(cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_source):
-    from cft.train.model import load_tokenizer
+    from cft.models import load_tokenizer
 
     return load_tokenizer(str(tiny_source))

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from cft.data.loaders import load_records
-from cft.data.record import RIGHT, UNKNOWN, WRONG
+from cft.datasets import load_records
+from cft.records import RIGHT, UNKNOWN, WRONG
 from cft.io import DataError, read_jsonl
 
 

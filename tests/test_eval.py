@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from cft.eval.prompts import eval_prompt
+from cft.templates import eval_prompt
 from cft.paths import RunPaths
 
 
@@ -13,7 +13,7 @@ def overfit(source, out_dir, pairs, steps=80):
     """Train the tiny model to answer `pairs` (prompt -> target) exactly: the 'better' checkpoint."""
     import torch
 
-    from cft.train.model import load_tokenizer
+    from cft.models import load_tokenizer
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(str(source))

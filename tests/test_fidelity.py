@@ -31,7 +31,8 @@ def _released_run(compose, tmp_path, *overrides):
 
 
 def test_every_released_critique_is_trained_on_and_the_unverdicted_are_counted(compose, tmp_path):
-    from cft.train.format import example, render
+    from cft.templates import render
+    from cft.train.format import example
 
     paths = _released_run(compose, tmp_path)
     kept = read_jsonl(paths.critiques)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cft.eval.prompts import eval_prompt
-from cft.train.format import IGNORE_INDEX, example, infer_seqlen, prepare_tokenizer, prompt_ids, render, tokenize
+from cft.templates import eval_prompt, render
+from cft.train.format import IGNORE_INDEX, example, infer_seqlen, prepare_tokenizer, prompt_ids, tokenize
 
 GOLDEN = Path(__file__).parent / "golden" / "train_format.json"
 # One released WebInstruct-CFT row, in the released layout (instruction ends "\n\n", input "\n").
@@ -40,7 +40,7 @@ MODELS = {
 
 def released_row() -> dict:
     """The released row as the data stage stores it (the loader keeps instruction/input verbatim)."""
-    from cft.data.loaders import _WEBINSTRUCT_INPUT
+    from cft.datasets import _WEBINSTRUCT_INPUT
 
     m = _WEBINSTRUCT_INPUT.match(RELEASED["input"])
     return {"id": "webinstruct-0", "question": m["q"], "noisy_response": m["r"], "critique": RELEASED["output"],

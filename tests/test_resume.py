@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from cft.io import read_jsonl
 from cft.paths import RunPaths
-from cft.train import checkpoint as ckpt
+from cft import checkpoints as ckpt
 
 from conftest import ROOT
 from test_train import losses, train, train_cfg, write_rows
@@ -27,7 +27,8 @@ import os, sys
 from omegaconf import OmegaConf
 from transformers import Trainer
 from cft.paths import RunPaths
-from cft.train import checkpoint, stage
+from cft import checkpoints as checkpoint
+from cft.train import stage
 
 cfg = OmegaConf.load(sys.argv[1]); mode = sys.argv[2]
 if mode == "mid_save":  # model + optimizer written, RNG state and marker not yet

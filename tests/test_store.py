@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cft.critique.store import Ledger, ResultStore
+from cft.store import Ledger, ResultStore
 
 
 def _result(i: int, text: str = "ok") -> dict:
@@ -82,11 +82,11 @@ def test_a_second_writer_is_refused_until_the_first_dies(tmp_path):
     import subprocess
     import sys
 
-    from cft.critique.store import StoreBusy
+    from cft.store import StoreBusy
 
     path = tmp_path / "cache.jsonl"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom cft.critique.store import ResultStore\n"
+        [sys.executable, "-c", "import sys, time\nfrom cft.store import ResultStore\n"
          f"s = ResultStore({str(path)!r})\ns.append({{'key': 'k1', 'text': 'a'}})\nprint('ready', flush=True)\n"
          "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
     try:

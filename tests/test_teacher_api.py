@@ -23,7 +23,7 @@ import pytest
 from cft.config import TeacherConfig
 from cft.critique.api import OpenAITeacher, TeacherError, backoff_delay, estimate_tokens, parse_retry_after
 from cft.critique.base import Request, request_key
-from cft.critique.store import Ledger, ResultStore
+from cft.store import Ledger, ResultStore
 from openai_server import ALWAYS_500, BAD_REQUEST, ServerProcess, body_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ import json, sys
 from cft.config import TeacherConfig
 from cft.critique.api import OpenAITeacher
 from cft.critique.base import Request
-from cft.critique.store import Ledger, ResultStore
+from cft.store import Ledger, ResultStore
 cfg = TeacherConfig(**json.loads(sys.argv[1]))
 requests = [Request(**json.loads(line)) for line in open(sys.argv[2])]
 with ResultStore(sys.argv[3] + "/cache.jsonl") as store, Ledger(sys.argv[3] + "/ledger.jsonl") as ledger:

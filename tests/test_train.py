@@ -24,7 +24,7 @@ def _champ_cft_rows() -> tuple:
     from omegaconf import OmegaConf
 
     from cft.critique.teachers import ReferenceTeacher
-    from cft.data.loaders import load_records
+    from cft.datasets import load_records
 
     from conftest import ROOT
 

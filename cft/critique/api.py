@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from cft.critique.base import Request
 from cft.critique.ratelimit import RateLimiter
-from cft.critique.store import Ledger, ResultStore
+from cft.store import Ledger, ResultStore
 
 log = logging.getLogger(__name__)
 

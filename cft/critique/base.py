@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from cft.critique.store import Ledger, ResultStore
+    from cft.store import Ledger, ResultStore
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 
 from cft.critique.base import Request, request_key
 from cft.critique.prompts import load_prompt
-from cft.critique.store import Ledger, ResultStore
+from cft.store import Ledger, ResultStore
 from cft.critique.teachers import build_teacher
 from cft.critique.verdict import parse_verdict, reject_reason
-from cft.data.record import UNKNOWN, is_verified
+from cft.records import UNKNOWN, is_verified
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 

@@ -12,8 +12,8 @@ import time
 from typing import Sequence
 
 from cft.critique.base import Request
-from cft.critique.store import Ledger, ResultStore
-from cft.data.record import RIGHT, WRONG
+from cft.store import Ledger, ResultStore
+from cft.records import RIGHT, WRONG
 
 
 class ReferenceTeacher:

@@ -6,7 +6,7 @@ each response is checked against the reference answer (unknown when the check ca
 """
 from __future__ import annotations
 
-from cft.data.record import RIGHT, UNKNOWN, WRONG, Record
+from cft.records import RIGHT, UNKNOWN, WRONG, Record
 
 
 def _correctness(completion: str, reference: str | None) -> str:
@@ -38,14 +38,14 @@ def unique_questions(records: list[Record]) -> list[Record]:
 def generate_noisy_responses(records: list[Record], cfg, cache: str) -> list[Record]:
     from omegaconf import OmegaConf
 
-    from cft.eval.prompts import eval_prompt
+    from cft.templates import eval_prompt
 
     records = unique_questions(records)
     prompts = [eval_prompt(cfg.noisy_generator_template, r.question) for r in records]
     name = cfg.noisy_generator
     if name == "tiny":
         from cft.config import PROJECT_ROOT
-        from cft.train.model import model_source
+        from cft.models import model_source
 
         tiny = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "tiny.yaml").model
         source = model_source(tiny, cache)
@@ -57,7 +57,7 @@ def generate_noisy_responses(records: list[Record], cfg, cache: str) -> list[Rec
         completions = dict(generate_vllm(source, prompts, cfg.noisy_max_new_tokens))
     else:
         from cft.eval.generate import generate_transformers
-        from cft.train.model import load_tokenizer
+        from cft.models import load_tokenizer
 
         import torch
         from transformers import AutoModelForCausalLM

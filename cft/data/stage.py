@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from cft.data.loaders import load_records
+from cft.datasets import load_records
 from cft.io import write_json, write_jsonl
 from cft.paths import RunPaths
 

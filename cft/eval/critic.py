@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import random
 
-from cft.critique.verdict import parse_verdict
+from cft.verdict import parse_verdict
 from cft.io import write_json, write_jsonl
 from cft.paths import RunPaths
-from cft.train.format import cft_prompt, render
+from cft.templates import cft_prompt, render
 
 
 def heldout_pairs(cfg, exclude_ids: set[str], limit: int | None) -> list[dict]:
-    from omegaconf import OmegaConf
+    from cft.datasets import champ_records
 
-    from cft.config import PROJECT_ROOT
-    from cft.data.loaders import load_records
-
-    champ = OmegaConf.load(PROJECT_ROOT / "conf" / "dataset" / "champ.yaml")  # every model's responses
-    pairs = [r.to_dict() for r in load_records(champ)
+    pairs = [r.to_dict() for r in champ_records()  # every CHAMP model's 0-shot responses
              if r.id not in exclude_ids and r.response_correct in ("right", "wrong")]
     random.Random(cfg.seed).shuffle(pairs)
     if limit is not None:

@@ -10,16 +10,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cft.critique.store import ResultStore
+from cft.store import ResultStore
 from cft.benchmarks import get_benchmark
-from cft.eval.prompts import eval_prompt
+from cft.templates import eval_prompt
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 
 
 def model_under_test(cfg, paths: RunPaths) -> str:
     """The trained model of this run when it has one, else `model.path` / the base model."""
-    from cft.train.model import model_source
+    from cft.models import model_source
 
     if "train" in cfg.stages or (paths.final_model / "config.json").exists():
         if (paths.final_model / "config.json").exists():
@@ -35,7 +35,7 @@ def _load(cfg, model_path: str, tokenizer_path: str | None = None):
     """The model and tokenizer, loaded once: the benchmarks and the critic eval share them."""
     import torch
 
-    from cft.train.model import load_model, load_tokenizer
+    from cft.models import load_model, load_tokenizer
 
     key = (model_path, tokenizer_path)
     if key not in _LOADED:
@@ -107,7 +107,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
 
 def checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
     """Saved training checkpoints by step: only those the trainer marked COMPLETE."""
-    from cft.train.checkpoint import checkpoints as saved, is_complete
+    from cft.checkpoints import checkpoints as saved, is_complete
 
     return [(int(c.name.split("-")[1]), c) for c in saved(paths.checkpoints) if is_complete(c)]
 

@@ -16,49 +16,9 @@ Only target tokens carry loss (labels of prompt tokens are -100).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from cft.templates import cft_prompt, get_template
 
-CFT_INSTRUCTION = "Please critique whether the following solution to the question is correct."
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class TrainTemplate:
-    """A LLaMA-Factory template, reduced to what single-turn SFT uses: an optional BOS prefix,
-    the system turn and the user turn, each tokenized on its own (as `_convert_elements_to_ids`
-    does), and stop words that become special tokens when the tokenizer lacks them."""
-
-    system: str
-    user: str
-    bos: bool = False
-    stop_words: tuple[str, ...] = ()
-
-
-TRAIN_TEMPLATES = {
-    "qwen": TrainTemplate(system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
-                          user="<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
-                          stop_words=("<|im_end|>",)),
-    "deepseek": TrainTemplate(system="", user="User: {prompt}\n\nAssistant:", bos=True),
-}
-
-
-def cft_fields(question: str, noisy_response: str) -> tuple[str, str]:
-    """(instruction, input) of a CFT row, laid out exactly as the released WebInstruct-CFT rows."""
-    return CFT_INSTRUCTION + "\n\n", f"Question:\n{question}\n\nSolution:\n{noisy_response}\n"
-
-
-def user_turn(instruction: str, input: str) -> str:
-    """LLaMA-Factory's alpaca aligner: the non-empty parts of (instruction, input) joined by "\\n"."""
-    return "\n".join(part for part in (instruction, input) if part)
-
-
-def cft_prompt(row: dict) -> str:
-    """The CFT user turn of a record or critique row: the dataset's own instruction and input when
-    it ships them (WebInstruct-CFT, rendered verbatim), else built from question and response."""
-    extra = row.get("extra") or {}
-    if extra.get("input"):
-        return user_turn(extra.get("instruction") or "", extra["input"])
-    return user_turn(*cft_fields(row["question"], row["noisy_response"]))
 
 
 def example(row: dict, target: str) -> dict:
@@ -70,20 +30,6 @@ def example(row: dict, target: str) -> dict:
     if target == "teacher_solution":
         return {"id": row["id"], "prompt": row["question"], "target": row["teacher_solution"]}
     raise ValueError(f"method.target={target!r} is unknown")
-
-
-def get_template(name: str) -> TrainTemplate:
-    if name not in TRAIN_TEMPLATES:
-        raise KeyError(f"model.train_template={name!r}; known: {sorted(TRAIN_TEMPLATES)}")
-    return TRAIN_TEMPLATES[name]
-
-
-def render(ex: dict, template: str, bos_token: str | None = None, eos_token: str | None = None) -> tuple[str, str]:
-    """The example as text: (prompt, target), with the BOS/EOS token texts where the template puts
-    them (pass the tokenizer's; None leaves them out, e.g. for a generation prompt)."""
-    t = get_template(template)
-    prefix = bos_token if t.bos and bos_token else ""
-    return prefix + t.system + t.user.replace("{prompt}", ex["prompt"]), ex["target"] + (eos_token or "")
 
 
 def prepare_tokenizer(tokenizer, template: str) -> int:

@@ -3,7 +3,7 @@
 We use transformers' Trainer (optimizer, cosine schedule, gradient accumulation, checkpoint
 state incl. RNG and data position, DeepSpeed/torchrun integration) rather than a hand loop.
 Around it: padding-free packing (packing.py), the DeepSpeed JSON generated from the config
-(deepspeed.py), crash-safe checkpoints that resume only a matching config (checkpoint.py), and
+(deepspeed.py), crash-safe checkpoints that resume only a matching config (cft/checkpoints.py), and
 one code path for 1 process / torchrun / srun (distributed.py).
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ import os
 import shutil
 from pathlib import Path
 
-from cft.data.record import is_verified
+from cft.records import is_verified
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 from cft.tracking import RUN_ID_FILE, log_metrics
-from cft.train import checkpoint as ckpt
+from cft import checkpoints as ckpt
 from cft.train.format import example, prepare_tokenizer, tokenize
 from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_model
 
@@ -110,7 +110,7 @@ def training_args(cfg, paths: RunPaths, world_size: int, use_cpu: bool):
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.method.save_steps,
-        save_total_limit=None,  # rotation happens after the COMPLETE marker (checkpoint.py)
+        save_total_limit=None,  # rotation happens after the COMPLETE marker (cft/checkpoints.py)
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -127,7 +127,7 @@ def run(cfg, paths: RunPaths) -> dict:
     from transformers import Trainer
 
     from cft import distributed
-    from cft.train.model import load_model, load_tokenizer, model_source, torch_dtype
+    from cft.models import load_model, load_tokenizer, model_source, torch_dtype
 
     distributed.export_slurm_env()  # a multi-task srun without the pipeline in front of it
     rank, world_size = distributed.rank(), distributed.world_size()

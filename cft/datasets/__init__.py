@@ -1,4 +1,5 @@
-"""Dataset loaders. Each yields normalized `Record`s.
+"""Dataset loaders (library layer: the data stage and the critic evaluation read datasets through
+them). Each yields normalized `Record`s.
 
 Hub datasets keep their real `datasets.load_dataset(...)` call; `dataset.path` points the
 same code at a local file of the same schema (that is how the tests run it offline).
@@ -9,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from cft.data.record import RIGHT, UNKNOWN, WRONG, Record
+from cft.records import RIGHT, UNKNOWN, WRONG, Record
 from cft.io import DataError, iter_jsonl
 from cft.verdict import parse_verdict
 
@@ -52,6 +53,20 @@ def _require(row: dict, keys: tuple[str, ...], where: str) -> None:
     missing = [k for k in keys if not isinstance(row.get(k), str)]
     if missing:
         raise DataError(f"{where}: missing or non-string field(s) {missing}")
+
+
+# The models whose responses CHAMP ships (its conversation keys are "<model>|<prompting setup>").
+CHAMP_MODELS = ("GPT-3.5", "GPT-4", "GPT-4 Turbo", "PaLM 2 Medium")
+
+
+def champ_records(models=CHAMP_MODELS, prompts=("0-Shot",)) -> Iterator[Record]:
+    """CHAMP records outside a dataset config (the critic's held-out pairs)."""
+    from omegaconf import OmegaConf
+
+    from cft.config import DatasetConfig
+
+    return load_champ(OmegaConf.structured(DatasetConfig(name="champ", loader="champ", noisy_models=list(models),
+                                                         noisy_prompts=list(prompts))))
 
 
 @loader("champ")

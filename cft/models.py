@@ -30,7 +30,7 @@ def model_source(model_cfg, cache: str) -> str:
     if model_cfg.init == "random":
         from omegaconf import OmegaConf
 
-        from cft.train.tiny import build_tiny
+        from cft.tiny import build_tiny
 
         arch = OmegaConf.to_container(model_cfg.arch) if OmegaConf.is_config(model_cfg.arch) else dict(model_cfg.arch)
         return str(build_tiny(arch, cache))

@@ -1,0 +1,82 @@
+"""Every prompt template in one place: how training examples are rendered (LLaMA-Factory's
+templates at 3c55976a0, the paper's training framework) and how evaluation prompts look (the
+Qwen2.5-Math evaluation toolkit's PROMPT_TEMPLATES), byte for byte, pinned by golden tests.
+
+Train, eval (the critic is prompted as it was trained) and config validation all read them here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The instruction of every CFT row (the released WebInstruct-CFT rows' own).
+CFT_INSTRUCTION = "Please critique whether the following solution to the question is correct."
+@dataclass(frozen=True)
+class TrainTemplate:
+    """A LLaMA-Factory template, reduced to what single-turn SFT uses: an optional BOS prefix,
+    the system turn and the user turn, each tokenized on its own (as `_convert_elements_to_ids`
+    does), and stop words that become special tokens when the tokenizer lacks them."""
+
+    system: str
+    user: str
+    bos: bool = False
+    stop_words: tuple[str, ...] = ()
+
+
+TRAIN_TEMPLATES = {
+    "qwen": TrainTemplate(system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+                          user="<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
+                          stop_words=("<|im_end|>",)),
+    "deepseek": TrainTemplate(system="", user="User: {prompt}\n\nAssistant:", bos=True),
+}
+
+
+def cft_fields(question: str, noisy_response: str) -> tuple[str, str]:
+    """(instruction, input) of a CFT row, laid out exactly as the released WebInstruct-CFT rows."""
+    return CFT_INSTRUCTION + "\n\n", f"Question:\n{question}\n\nSolution:\n{noisy_response}\n"
+
+
+def user_turn(instruction: str, input: str) -> str:
+    """LLaMA-Factory's alpaca aligner: the non-empty parts of (instruction, input) joined by "\\n"."""
+    return "\n".join(part for part in (instruction, input) if part)
+
+
+def cft_prompt(row: dict) -> str:
+    """The CFT user turn of a record or critique row: the dataset's own instruction and input when
+    it ships them (WebInstruct-CFT, rendered verbatim), else built from question and response."""
+    extra = row.get("extra") or {}
+    if extra.get("input"):
+        return user_turn(extra.get("instruction") or "", extra["input"])
+    return user_turn(*cft_fields(row["question"], row["noisy_response"]))
+
+
+def get_template(name: str) -> TrainTemplate:
+    if name not in TRAIN_TEMPLATES:
+        raise KeyError(f"model.train_template={name!r}; known: {sorted(TRAIN_TEMPLATES)}")
+    return TRAIN_TEMPLATES[name]
+
+
+def render(ex: dict, template: str, bos_token: str | None = None, eos_token: str | None = None) -> tuple[str, str]:
+    """The example as text: (prompt, target), with the BOS/EOS token texts where the template puts
+    them (pass the tokenizer's; None leaves them out, e.g. for a generation prompt)."""
+    t = get_template(template)
+    prefix = bos_token if t.bos and bos_token else ""
+    return prefix + t.system + t.user.replace("{prompt}", ex["prompt"]), ex["target"] + (eos_token or "")
+
+
+EVAL_TEMPLATES: dict[str, str] = {
+    "qwen25-math-cot": (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+        "\\boxed{}.<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    "deepseek-math": (
+        "User: {input}\nPlease reason step by step, and put your final answer within "
+        "\\boxed{}.\n\nAssistant:"
+    ),
+}
+
+
+def eval_prompt(template: str, question: str) -> str:
+    if template not in EVAL_TEMPLATES:
+        raise KeyError(f"model.eval_template={template!r} is unknown; known: {sorted(EVAL_TEMPLATES)}")
+    # str.replace, not str.format: the templates contain literal braces (\boxed{}).
+    return EVAL_TEMPLATES[template].replace("{input}", question.strip())
