@@ -54,6 +54,9 @@ class DatasetConfig:
     noisy_prompts: list[str] = field(default_factory=list)
     limit: Optional[int] = None
     seed: int = 0
+    # Keep only these problems (a record id up to its first "|", e.g. CHAMP's P_Combinatorics_2):
+    # One-Shot CFT's single problem. Empty = all.
+    problems: list[str] = field(default_factory=list)
     # Drop training questions that overlap a benchmark (n-gram decontamination report).
     decontaminate: bool = False
     decontam_ngram: int = 8
@@ -270,10 +273,15 @@ def _choice(cfg: DictConfig, key: str, allowed) -> None:
 
 
 def _validate_teachers(cfg: DictConfig) -> None:
+    """teacher.mode and teacher.models. mode=batch is ignored by the reference backend, the
+    offline stand-in for any teacher (so `teacher=reference` runs a batch recipe on CPU)."""
     _choice(cfg, "teacher.mode", ("sync", "batch"))
-    if cfg.teacher.mode == "batch" and cfg.teacher.backend != "openai":
+    if cfg.teacher.mode == "batch" and cfg.teacher.backend in ("vllm", "released"):
         raise ConfigError(f"teacher.mode=batch needs the Batch API of an OpenAI-compatible "
                           f"endpoint; teacher.backend={cfg.teacher.backend!r} has none")
+    if cfg.teacher.models and cfg.teacher.backend == "released":
+        raise ConfigError("teacher.models lists teachers that write critiques; teacher=released "
+                          "only replays the dataset's own")
     names = [m.name for m in cfg.teacher.models]
     if len(set(names)) != len(names):
         raise ConfigError(f"teacher.models: teacher names must be distinct, got {names}")
@@ -282,7 +290,7 @@ def _validate_teachers(cfg: DictConfig) -> None:
         if backend not in ("reference", "openai", "vllm"):
             raise ConfigError(f"teacher.models[{i}].backend={backend!r} is not one of "
                               f"['reference', 'openai', 'vllm']")
-        if (m.mode or cfg.teacher.mode) == "batch" and backend != "openai":
+        if (m.mode or cfg.teacher.mode) == "batch" and backend == "vllm":
             raise ConfigError(f"teacher.models[{i}] ({m.name}): mode=batch needs backend=openai")
     for key in ("batch_max_requests", "batch_max_bytes"):
         if cfg.teacher[key] < 1:
