@@ -81,6 +81,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server(tmp_path):
     n, always_error = 1000, {7, 500, 999}
     with BatchServerProcess(seed=3, expire_batch=2, expire_done_fraction=0.5, rate_item_error=0.05,

@@ -224,6 +224,7 @@ def test_many_teachers_one_critique_per_response_and_teacher_with_agreement(comp
             assert FAKE_KEY not in path.read_text(errors="ignore"), path
 
 
+@pytest.mark.slow
 def test_one_shot_cft_tiny_runs_end_to_end(compose):
     """The One-Shot CFT recipe on CPU: one CHAMP problem, its 72 responses from four generator
     models, each critiqued by the recipe's four teachers (reference fallbacks), then train,
