@@ -9,7 +9,7 @@ tests/openai_server.py's shape: deterministic per request, with a `Conclusion:` 
 
 Faults: the Nth batch created `expired` with part of its items done (the rest in the error
 file as `batch_expired`, as OpenAI does); items answered with a 500 in the error file; a 500
-on every Nth retrieve; and POST /admin/kill-on-create {"pid", "nth"}: SIGKILL that process
+on every Nth retrieve; a create that makes its batch but answers 500; and POST /admin/kill-on-create {"pid", "nth"}: SIGKILL that process
 while its nth create is being answered (the batch exists, the client never learns its id).
 GET /stats: per custom_id how often it was submitted / answered / failed, the tokens billed
 (successful lines only) and every batch's status.
@@ -49,6 +49,8 @@ class BatchServerOptions:
     expire_done_fraction: float = 0.5
     # Per (custom_id, submission) probability of a 500 line in the error file.
     rate_item_error: float = 0.0
+    # The Nth create (1-based, 0: none) makes the batch but answers 500: a lost response.
+    lose_create: int = 0
     # Every Nth GET /v1/batches/{id} answers 500 (0: never).
     retrieve_500_every: int = 0
     rate_length: float = 0.0
@@ -159,6 +161,9 @@ class FakeBatchAPI:
                 self.submissions[l["custom_id"]] += 1
         self.batches[bid] = batch
         self.order.append(bid)
+        if len(self.batches) == self.opts.lose_create:
+            self.faults["create_lost"] += 1
+            return _error(500, "The server had an error while processing your request.", "server_error")
         if self.kill is not None:
             self.creates_since_kill_armed += 1
             if self.creates_since_kill_armed == self.kill["nth"]:

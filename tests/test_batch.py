@@ -1,7 +1,8 @@
 """BatchTeacher (teacher.mode=batch) against a localhost server speaking the Batch API with faults.
 
 The acceptance run: 1,000 items across several batches, one batch expiring half done, items in
-error files, 5xx on retrieve and our process SIGKILLed between a batch's create and its record;
+error files, 5xx on retrieve, a create whose answer is lost, and our process SIGKILLed between a
+batch's create and its record;
 every item ends stored exactly once or rejected with a reason, no item is submitted again once
 answered, and the ledger's tokens equal what the server billed.
 """
@@ -85,7 +86,7 @@ CHILD = textwrap.dedent("""
 def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server(tmp_path):
     n, always_error = 1000, {7, 500, 999}
     with BatchServerProcess(seed=3, expire_batch=2, expire_done_fraction=0.5, rate_item_error=0.05,
-                            retrieve_500_every=5, api_key=FAKE_KEY) as server:
+                            retrieve_500_every=5, lose_create=5, api_key=FAKE_KEY) as server:
         cfg = batch_cfg(server.base_url)
         requests = make_requests(cfg, n, always_error)
         # Run 1: killed by the server while its 3rd batch is being created.
@@ -124,6 +125,7 @@ def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server
     assert len(final["batches"]) >= 4 and statuses["expired"] == 1
     assert final["faults"]["item_500"] > 0 and final["faults"]["retrieve_500"] > 0
     assert stats["poll_errors"] > 0 and stats["batches_adopted"] == 1
+    assert final["faults"]["create_lost"] == 1 and stats["batches_recovered"] == 1
     assert any(r.get("adopted") for r in lines(tmp_path / "batches.jsonl"))
     expired_reasons = [r for r in lines(tmp_path / "batches.jsonl")
                        if r["event"] == "done" and r["status"] == "expired"]
@@ -191,3 +193,33 @@ def test_request_line_is_the_sync_request_keyed_by_store_key():
     assert parse_result_line({"custom_id": "k", "response": None,
                               "error": {"code": "batch_expired", "message": "late"}}) == (
         "k", None, "batch_expired: late")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["teacher=vllm", "teacher.mode=batch"], "teacher.mode=batch needs the Batch API"),
+    (["teacher.mode=async"], "teacher.mode='async' is not one of"),
+    (["teacher.models=[{name: a},{name: a}]"], "teacher names must be distinct"),
+    (["teacher.models=[{name: a, backend: released}]"], "teacher.models[0].backend='released'"),
+])
+def test_bad_teacher_settings_fail_naming_the_key(compose, overrides, message):
+    from cft.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate(compose(overrides))
+
+
+def test_multi_teacher_keys_are_distinct_and_single_teacher_keys_unchanged(compose):
+    from cft.critique.stage import build_requests, teachers_of
+
+    records = [{"id": "r1", "question": "1+1?", "noisy_response": "2"}]
+    single = compose([])
+    before = request_key(model="reference", prompt_name="critique-v1", prompt_version=1,
+                         sampling={"temperature": 0.3, "top_p": 0.95, "max_tokens": 3200},
+                         question="1+1?", response="2")
+    assert build_requests(single, records)[0].key == before
+    multi = compose(["teacher.models=[{name: a},{name: b, temperature: 0.7}]"])
+    teachers = teachers_of(multi.teacher)
+    assert [(t.name, t.temperature, t.backend) for t in teachers] == [("a", 0.3, "reference"),
+                                                                      ("b", 0.7, "reference")]
+    keys = {build_requests(multi, records, t, multi=True)[0].key for t in teachers}
+    assert len(keys) == 2 and before not in keys

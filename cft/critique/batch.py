@@ -109,6 +109,14 @@ def split_batches(lines: Sequence[bytes], max_requests: int, max_bytes: int) -> 
     return groups
 
 
+def _newest(client, since: float):
+    """The server's batches, newest first, down to those created at `since`."""
+    for batch in client.batches.list(limit=100):
+        if batch.created_at < since:
+            return
+        yield batch
+
+
 def _transient(e: Exception) -> bool:
     import openai
 
@@ -167,6 +175,7 @@ class BatchTeacher:
         stats: dict[str, Any] = {
             "mode": "batch", "requested": len(requests), "skipped_cached": 0, "done": 0,
             "failed_permanently": 0, "attempts": 0, "batches_created": 0, "batches_adopted": 0,
+            "batches_recovered": 0,
             "batch_status": {}, "poll_errors": 0, "prompt_tokens": 0, "completion_tokens": 0,
             "failures": [], "elapsed_s": 0.0,
         }
@@ -303,14 +312,38 @@ class BatchTeacher:
             self._create(client, blog, upload.id, keys, stats)
 
     def _create(self, client, blog, input_file_id: str, keys: list[str], stats) -> None:
-        batch = self._with_retries(lambda: client.batches.create(
-            input_file_id=input_file_id, endpoint=ENDPOINT,
-            completion_window=str(self.cfg.batch_completion_window),
-            metadata={"cft_teacher": self.name, "cft_input_file": input_file_id}))
+        cfg = self.cfg
+        for attempt in range(1, int(cfg.max_attempts) + 1):
+            try:
+                batch = client.batches.create(
+                    input_file_id=input_file_id, endpoint=ENDPOINT,
+                    completion_window=str(cfg.batch_completion_window),
+                    metadata={"cft_teacher": self.name, "cft_input_file": input_file_id})
+                break
+            except Exception as e:  # noqa: BLE001 - classified just below
+                if not _transient(e) or attempt == int(cfg.max_attempts):
+                    raise TeacherError(f"{cfg.base_url or 'api.openai.com'}: creating a batch failed "
+                                       f"({type(e).__name__}); check teacher.model={cfg.model!r}, "
+                                       f"teacher.base_url and ${cfg.api_key_env}") from None
+                # The create may have reached the server before the error: adopt that batch
+                # rather than make a second one (its items would be billed twice).
+                batch = self._find(client, {input_file_id}, time.time() - 3600).get(input_file_id)
+                if batch is not None:
+                    stats["batches_recovered"] += 1
+                    break
+                time.sleep(min(float(cfg.backoff_max_s), float(cfg.backoff_base_s) * 2 ** (attempt - 1)))
         blog.append(event="created", teacher=self.name, batch_id=batch.id,
                     input_file_id=input_file_id, keys=keys)
         stats["batches_created"] += 1
         log.info("batch %s created: %d items (teacher %s)", batch.id, len(keys), self.name)
+
+    def _find(self, client, file_ids: set[str], since: float) -> dict:
+        """The server's batches (created after `since`) made from these input files."""
+        found = {}
+        for batch in self._poll_retries(lambda: list(_newest(client, since))):
+            if batch.input_file_id in file_ids:
+                found.setdefault(batch.input_file_id, batch)
+        return found
 
     def _adopt_orphans(self, client, blog, stats) -> None:
         """Uploaded files whose create was never recorded: adopt the batch, or create it now."""
@@ -318,22 +351,17 @@ class BatchTeacher:
         if not orphans:
             return
         since = min(r["at"] for r in orphans.values()) - 3600  # clock skew margin
-        for batch in client.batches.list(limit=100):
-            if batch.created_at < since:
-                break  # newest first: nothing older can be ours
-            row = orphans.pop(batch.input_file_id, None)
-            if row is not None:
-                blog.append(event="created", teacher=self.name, batch_id=batch.id,
-                            input_file_id=batch.input_file_id, keys=row["keys"], adopted=True)
-                stats["batches_adopted"] += 1
-                log.info("batch %s: created before a crash, adopted", batch.id)
-            if not orphans:
-                return
+        for file_id, batch in self._find(client, set(orphans), since).items():
+            row = orphans.pop(file_id)
+            blog.append(event="created", teacher=self.name, batch_id=batch.id,
+                        input_file_id=file_id, keys=row["keys"], adopted=True)
+            stats["batches_adopted"] += 1
+            log.info("batch %s: created before a crash, adopted", batch.id)
         for file_id, row in orphans.items():
             self._create(client, blog, file_id, row["keys"], stats)
 
     def _with_retries(self, call):
-        """A submit-side call, retried on transient errors (the create is not: see _adopt_orphans)."""
+        """An upload, retried on transient errors (a duplicate file is never run nor billed)."""
         cfg = self.cfg
         for attempt in range(1, int(cfg.max_attempts) + 1):
             try:
@@ -406,9 +434,11 @@ class BatchTeacher:
         for key in keys:
             if key not in store and key not in failed:
                 failed[key] = f"missing from output ({why})"
+        last = attempt >= int(self.cfg.max_attempts)
         for key, reason in failed.items():
             if (batch.id, key) not in seen_ledger:
-                ledger.record(key=key, attempt=attempt, status=f"failed:{reason[:80]}", batch_id=batch.id)
+                ledger.record(key=key, attempt=attempt, batch_id=batch.id,
+                              status=f"{'failed' if last else 'retry'}:{reason[:80]}")
                 seen_ledger.add((batch.id, key))
             stats["attempts"] += 1
         blog.append(event="done", teacher=self.name, batch_id=batch.id, status=batch.status,

@@ -72,14 +72,18 @@ def _generate(cfg, paths: RunPaths, records: list[dict], teachers: list, multi: 
     stats: dict = {}
     with ResultStore(paths.critique_cache) as store:
         # Submit every batch teacher's batches first, so they all run while we wait on any.
+        submitted = {}
         for t, reqs in jobs:
             if t.backend == "openai" and t.mode == "batch" and len(jobs) > 1:
                 with _ledger(paths, t) as ledger:
-                    build_teacher(t, by_id, paths.critique_batches).generate(reqs, store, ledger, wait=False)
+                    submitted[t.name] = build_teacher(t, by_id, paths.critique_batches).generate(
+                        reqs, store, ledger, wait=False)["batches_created"]
         for t, reqs in jobs:
             with _ledger(paths, t) as ledger:
                 stats[t.name] = build_teacher(t, by_id, paths.critique_batches).generate(
                     reqs, store, ledger) or {}
+            if t.name in submitted:
+                stats[t.name]["batches_created"] += submitted[t.name]
         results = {t.name: [store.get(r.key) for r in reqs] for t, reqs in jobs}
     with Ledger(paths.critique_ledger) as ledger:
         totals = ledger.totals()
