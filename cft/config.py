@@ -53,6 +53,9 @@ class DatasetConfig:
     noisy_prompts: list[str] = field(default_factory=list)
     limit: Optional[int] = None
     seed: int = 0
+    # Keep only these problems (a record id up to its first "|", e.g. CHAMP's P_Combinatorics_2):
+    # One-Shot CFT's single problem. Empty = all.
+    problems: list[str] = field(default_factory=list)
     # Drop training questions that overlap a benchmark (n-gram decontamination report).
     decontaminate: bool = False
     decontam_ngram: int = 8
@@ -94,6 +97,21 @@ class MethodConfig:
 
 
 @dataclass
+class TeacherEntry:
+    """One teacher of a multi-teacher run (`teacher.models`); None = the parent's value."""
+    name: str = MISSING
+    backend: Optional[str] = None
+    model: Optional[str] = None
+    base_url: Optional[str] = None
+    api_key_env: Optional[str] = None
+    mode: Optional[str] = None
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = None
+    price_prompt_per_mtok: Optional[float] = None
+    price_completion_per_mtok: Optional[float] = None
+
+
+@dataclass
 class TeacherConfig:
     name: str = MISSING
     # reference | openai | vllm | released (cft/critique/teachers.py)
@@ -124,6 +142,24 @@ class TeacherConfig:
     # Reject critiques with no parsable `Conclusion: right/wrong`. Off for teacher=released: the
     # official run trained on every released row (those without a verdict are counted).
     require_verdict: bool = True
+    # openai backend: "sync" (chat completions, one call per item) or "batch" (the Batch API:
+    # JSONL files, results within 24 h, half price; cft/critique/batch.py).
+    mode: str = "sync"
+    # OpenAI's per-batch limits (https://platform.openai.com/docs/guides/batch).
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 200_000_000
+    batch_completion_window: str = "24h"
+    # Poll every batch_poll_s, backing off x1.5 to batch_poll_max_s while nothing finishes.
+    batch_poll_s: float = 30.0
+    batch_poll_max_s: float = 600.0
+    # How long the stage waits for its batches; then it stops (their ids are in
+    # critique/batches.jsonl) and the same command collects them later. 0 = submit and exit.
+    batch_wait_s: float = 93_600.0
+    # Batch price as a share of the list (synchronous) price.
+    batch_discount: float = 0.5
+    # Several teachers in one run: each record gets one critique per entry. An entry names a
+    # teacher and overrides fields of this one (unset fields are inherited).
+    models: list[TeacherEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -285,6 +321,29 @@ def check_inputs(cfg: DictConfig) -> None:
     if stages & {"train", "eval", "data"} and cfg.model.init == "pretrained" and _local_path(cfg.model.path) \
             and not Path(cfg.model.path).expanduser().exists():
         raise ConfigError(f"model.path={cfg.model.path!r}: no such local model directory")
+def _validate_teachers(cfg: DictConfig) -> None:
+    """teacher.mode and teacher.models. mode=batch is ignored by the reference backend, the
+    offline stand-in for any teacher (so `teacher=reference` runs a batch recipe on CPU)."""
+    _choice(cfg, "teacher.mode", ("sync", "batch"))
+    if cfg.teacher.mode == "batch" and cfg.teacher.backend in ("vllm", "released"):
+        raise ConfigError(f"teacher.mode=batch needs the Batch API of an OpenAI-compatible "
+                          f"endpoint; teacher.backend={cfg.teacher.backend!r} has none")
+    if cfg.teacher.models and cfg.teacher.backend == "released":
+        raise ConfigError("teacher.models lists teachers that write critiques; teacher=released "
+                          "only replays the dataset's own")
+    names = [m.name for m in cfg.teacher.models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"teacher.models: teacher names must be distinct, got {names}")
+    for i, m in enumerate(cfg.teacher.models):
+        backend = m.backend or cfg.teacher.backend
+        if backend not in ("reference", "openai", "vllm"):
+            raise ConfigError(f"teacher.models[{i}].backend={backend!r} is not one of "
+                              f"['reference', 'openai', 'vllm']")
+        if (m.mode or cfg.teacher.mode) == "batch" and backend == "vllm":
+            raise ConfigError(f"teacher.models[{i}] ({m.name}): mode=batch needs backend=openai")
+    for key in ("batch_max_requests", "batch_max_bytes"):
+        if cfg.teacher[key] < 1:
+            raise ConfigError(f"teacher.{key}={cfg.teacher[key]} must be >= 1")
 
 
 def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
@@ -319,6 +378,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
         for key in ("model", "base_url"):  # `???` in the YAML: fails here, naming the key
             if OmegaConf.is_missing(cfg.teacher, key):
                 raise ConfigError(f"teacher.{key} is required for teacher={cfg.teacher.name} (set teacher.{key}=...)")
+    _validate_teachers(cfg)
     if cfg.model.init == "pretrained" and not cfg.model.path:
         raise ConfigError("model.path is empty: set a HF id or a local checkpoint directory")
     grad_accum_steps(cfg, world_size)  # the global batch must split over this world size

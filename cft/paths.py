@@ -62,6 +62,11 @@ class RunPaths:
         return self.critique_dir / "ledger.jsonl"
 
     @property
+    def critique_batches(self) -> Path:
+        """Batch API log (teacher.mode=batch): uploaded files, created and collected batches."""
+        return self.critique_dir / "batches.jsonl"
+
+    @property
     def critiques(self) -> Path:
         return self.critique_dir / "critiques.jsonl"
 

@@ -190,27 +190,47 @@ class ResultStore(_AppendLog):
 
 
 class Ledger(_AppendLog):
-    """One row per API attempt (not per item): tokens, status and dollars."""
+    """One row per API attempt (not per item): tokens, status and dollars.
+
+    `discount` scales the list prices (0.5 for the Batch API); such rows also carry what the
+    synchronous API would have charged (`sync_cost_usd`). `teacher` tags every row, so one
+    ledger can hold several teachers' rows (one Ledger open at a time: one writer per file).
+    """
 
     def __init__(self, path: str | Path, price_prompt_per_mtok: float = 0.0,
-                 price_completion_per_mtok: float = 0.0):
+                 price_completion_per_mtok: float = 0.0, discount: float = 1.0, teacher: str = ""):
         super().__init__(path)
         self.price_prompt = price_prompt_per_mtok
         self.price_completion = price_completion_per_mtok
+        self.discount = discount
+        self.teacher = teacher
 
     def record(self, *, key: str, attempt: int, status: str, prompt_tokens: int = 0,
-               completion_tokens: int = 0, latency_s: float = 0.0) -> None:
-        cost = (prompt_tokens * self.price_prompt + completion_tokens * self.price_completion) / 1e6
-        self._append({"key": key, "attempt": attempt, "status": status,
-                      "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "cost_usd": round(cost, 8), "latency_s": round(latency_s, 4)})
+               completion_tokens: int = 0, latency_s: float = 0.0, batch_id: str = "") -> None:
+        list_cost = (prompt_tokens * self.price_prompt + completion_tokens * self.price_completion) / 1e6
+        row = {"key": key, "attempt": attempt, "status": status,
+               "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+               "cost_usd": round(list_cost * self.discount, 8), "latency_s": round(latency_s, 4)}
+        if self.teacher:
+            row["teacher"] = self.teacher
+        if batch_id:
+            row["batch_id"] = batch_id
+        if self.discount != 1.0:
+            row["sync_cost_usd"] = round(list_cost, 8)
+        self._append(row)
 
-    def totals(self) -> dict:
-        t = {"attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    def totals(self, teacher: str | None = None) -> dict:
+        """Sums over all rows (or one teacher's); `sync_cost_usd` = the same at list price."""
+        t = {"attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0,
+             "sync_cost_usd": 0.0}
         for row in self.rows():
+            if teacher is not None and row.get("teacher", "") != teacher:
+                continue
             t["attempts"] += 1
             t["prompt_tokens"] += row["prompt_tokens"]
             t["completion_tokens"] += row["completion_tokens"]
             t["cost_usd"] += row["cost_usd"]
+            t["sync_cost_usd"] += row.get("sync_cost_usd", row["cost_usd"])
         t["cost_usd"] = round(t["cost_usd"], 6)
+        t["sync_cost_usd"] = round(t["sync_cost_usd"], 6)
         return t

@@ -9,6 +9,7 @@ import pytest
 from cft.datasets import load_records
 from cft.records import RIGHT, UNKNOWN, WRONG
 from cft.io import DataError, read_jsonl
+from cft.templates import cft_fields
 
 
 def test_champ_records_are_real_noisy_responses_of_known_origin(compose):
@@ -52,7 +53,10 @@ def test_webinstruct_cft_schema_from_local_parquet(compose, tmp_path):
     assert cfg.dataset.hf_path == "TIGER-Lab/WebInstruct-CFT" and cfg.dataset.hf_config == "WebInstruct-CFT-50K"
     records = list(load_records(cfg.dataset))
     assert [r.question for r in records] == ["What is 2+2?", "Solve x+1=3."]
-    assert [r.noisy_response for r in records] == ["2+2=5.\n", "x=2.\n"]
+    assert [r.noisy_response for r in records] == ["2+2=5.", "x=2."]
+    # our own CFT rows from these records would be laid out exactly as the released ones
+    assert [cft_fields(r.question, r.noisy_response) for r in records] == \
+        [(row["instruction"], row["input"]) for row in WEBINSTRUCT_ROWS]
     assert [(r.extra["instruction"], r.extra["input"]) for r in records] == \
         [(row["instruction"], row["input"]) for row in WEBINSTRUCT_ROWS]
     assert records[0].released_critique.endswith("Conclusion: wrong [END]")

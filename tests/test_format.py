@@ -43,7 +43,7 @@ def released_row() -> dict:
     from cft.datasets import _WEBINSTRUCT_INPUT
 
     m = _WEBINSTRUCT_INPUT.match(RELEASED["input"])
-    return {"id": "webinstruct-0", "question": m["q"], "noisy_response": m["r"], "critique": RELEASED["output"],
+    return {"id": "webinstruct-0", "question": m["q"], "noisy_response": m["r"].removesuffix("\n"), "critique": RELEASED["output"],
             "extra": {"instruction": RELEASED["instruction"], "input": RELEASED["input"]}}
 
 

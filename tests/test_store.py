@@ -72,8 +72,9 @@ def test_ledger_totals_and_cost(tmp_path):
         ledger.record(key="k0", attempt=2, status="ok", prompt_tokens=1000,
                       completion_tokens=500, latency_s=1.5)
         totals = ledger.totals()
+    cost = round((1000 * 2.5 + 500 * 10.0) / 1e6, 6)
     assert totals == {"attempts": 2, "prompt_tokens": 1000, "completion_tokens": 500,
-                      "cost_usd": round((1000 * 2.5 + 500 * 10.0) / 1e6, 6)}
+                      "cost_usd": cost, "sync_cost_usd": cost}
 
 
 def test_a_second_writer_is_refused_until_the_first_dies(tmp_path):

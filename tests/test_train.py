@@ -178,12 +178,17 @@ def test_deepspeed_none_is_off_and_offload_is_validated(compose):
         validate(compose(["model.packing=yes"]))
 
 
-def test_deepspeed_json_refuses_a_world_size_it_was_not_validated_for(compose):
+def test_deepspeed_json_follows_the_world_size_it_runs_on(compose):
+    """Accumulation is derived for the world size at hand (a requeue on 4 GPUs keeps the global
+    batch of 512); one the global batch cannot split over fails naming the keys."""
+    from cft.config import ConfigError
     from cft.train.deepspeed import ds_config
 
     cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=zero2"]), world_size=8)
-    with pytest.raises(ValueError, match="global_batch_size"):
-        ds_config(cfg, world_size=4, gpu=True)
+    ds = ds_config(cfg, world_size=4, gpu=True)
+    assert (ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (16, 512)
+    with pytest.raises(ConfigError, match="global_batch_size=512 is not divisible by world_size \\(3\\)"):
+        ds_config(cfg, world_size=3, gpu=True)
 
 
 # --- launch environment ---------------------------------------------------------------------------

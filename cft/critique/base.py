@@ -20,17 +20,19 @@ class Request:
 
 
 def request_key(*, model: str, prompt_name: str, prompt_version: int, sampling: dict,
-                question: str, response: str | None) -> str:
+                question: str, response: str | None, teacher: str | None = None) -> str:
     """Hash of everything that determines a teacher's output distribution.
 
     Changing the teacher model, the prompt (name or version) or the sampling parameters makes
-    the affected items miss the cache; nothing else does.
+    the affected items miss the cache; nothing else does. `teacher` (a multi-teacher run's
+    teacher name) keeps teachers that share a model apart; None leaves single-teacher keys as
+    they always were.
     """
-    blob = json.dumps(
-        {"model": model, "prompt": [prompt_name, prompt_version], "sampling": sampling,
-         "question": question, "response": response},
-        sort_keys=True, ensure_ascii=False,
-    )
+    blob = {"model": model, "prompt": [prompt_name, prompt_version], "sampling": sampling,
+            "question": question, "response": response}
+    if teacher is not None:
+        blob["teacher"] = teacher
+    blob = json.dumps(blob, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

@@ -96,9 +96,14 @@ class VLLMTeacher:
                 "failed_permanently": 0, "elapsed_s": time.time() - start}
 
 
-def build_teacher(cfg, records_by_id: dict[str, dict]):
+def build_teacher(cfg, records_by_id: dict[str, dict], batch_log=None):
+    """The backend for one teacher config; `batch_log` (critique/batches.jsonl) for mode=batch."""
     if cfg.backend == "reference":
         return ReferenceTeacher(cfg, records_by_id)
+    if cfg.backend == "openai" and getattr(cfg, "mode", "sync") == "batch":
+        from cft.critique.batch import BatchTeacher
+
+        return BatchTeacher(cfg, batch_log)
     if cfg.backend == "openai":
         from cft.critique.api import OpenAITeacher
 

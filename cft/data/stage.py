@@ -11,6 +11,9 @@ from cft.paths import RunPaths
 
 def run(cfg, paths: RunPaths) -> dict:
     loaded = list(load_records(cfg.dataset))
+    if cfg.dataset.problems:  # One-Shot CFT: every response to these problems, nothing else
+        wanted = set(cfg.dataset.problems)
+        loaded = [r for r in loaded if r.id.split("|")[0] in wanted]
     if cfg.dataset.noisy_generator:
         from cft.data.generated import unique_questions
 

@@ -130,7 +130,8 @@ def load_webinstruct(cfg) -> Iterator[Record]:
             question=m["q"],
             reference_answer=None,
             reference_solution=None,
-            noisy_response=m["r"],
+            # The input's closing "\n" belongs to the layout, not to the response.
+            noisy_response=m["r"].removesuffix("\n"),
             noisy_source="webinstruct",
             response_correct=UNKNOWN,
             released_critique=row["output"],
