@@ -8,6 +8,7 @@ in the parent process, outside the grader's hard timeout.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 # Units that appear after numeric answers in MATH / Minerva / OlympiadBench / GSM8K.
@@ -36,6 +37,7 @@ def strip_delimiters(s: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=2**16)  # a reference is normalized once per prediction it meets
 def normalize(answer: str, *, is_prediction: bool = False) -> str:
     """The canonical string of `answer` (see the module docstring)."""
     s = strip_delimiters(_strip_trailing_periods(str(answer).strip()))

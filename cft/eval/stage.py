@@ -56,6 +56,8 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     model = tokenizer = None
     results = {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One worker pool (and answer cache) for every benchmark of this call; closed below, or when collected.
+    grader = Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers, checker=cfg.eval.checker)
     for bench in map(get_benchmark, benchmarks):  # names were checked in cft.config.validate
         name = bench.name
         items = bench.load(cfg.paths.benchmarks, limit)
@@ -85,10 +87,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
             completions = [store.get(f"{name}:{i}")["completion"] for i in range(len(items))]
         gen_s = time.time() - t0
         extracted = [extract_answer(c, name) for c in completions]
-        with Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers,
-                    checker=cfg.eval.checker) as grader:
-            verdicts = grader.grade([(p, it["reference"], it["answer_type"])
-                                     for p, it in zip(extracted, items)])
+        verdicts = grader.grade([(p, it["reference"]) for p, it in zip(extracted, items)])
         rows = [{"idx": it["idx"], "question": it["question"], "prompt": pr, "completion": c,
                  "prediction": p, "reference": it["reference"], "verdict": str(v.value if hasattr(v, "value") else v),
                  "correct": v == Verdict.EQUAL}
@@ -98,6 +97,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
         results[name] = {"accuracy": 100.0 * sum(r["correct"] for r in rows) / max(1, len(rows)),
                          "n": len(rows), "verdicts": dict(counts),
                          "timeouts": counts.get("timeout", 0), "generation_s": round(gen_s, 2)}
+    grader.close()
     write_json(out_dir / "results.json", {"model": model_path, "benchmarks": results})
     return results
 
