@@ -187,7 +187,7 @@ def test_a_reference_is_parsed_once_for_many_predictions():
     from cft.answers.symbolic import to_sympy
 
     to_sympy.cache_clear()
-    verdicts = [check(f"x^2+{k}", "x^2+3") for k in range(2, 6)]
+    verdicts = [check(f"\\log_{{2}}x+{k}", "\\log_{2}x+3") for k in range(2, 6)]  # \log: beyond the value reader
     assert verdicts == [Verdict.DIFFERENT, Verdict.EQUAL, Verdict.DIFFERENT, Verdict.DIFFERENT]
     assert to_sympy.cache_info().misses == 4  # three predictions that needed sympy, and the reference once
 
@@ -198,3 +198,22 @@ def test_symbolic_differences_are_found_without_simplify():
     assert clearly_different(to_sympy("x^2+1"), to_sympy("x^2+2"))
     assert not clearly_different(to_sympy("(x+1)^2"), to_sympy("x^2+2x+1"))
     assert not clearly_different(to_sympy("\\sqrt{x^2}"), to_sympy("x"))  # equal at the sample points: sympy decides
+
+
+def test_value_reader_agrees_with_sympy_on_real_references():
+    import random
+
+    from cft.answers.numeric import decide
+    from cft.answers.symbolic import compare_sympy
+
+    refs = sorted({normalize(r) for r in _references() if re.search(r"[a-z\\]", normalize(r)) and "," not in r})
+    rng = random.Random(0)
+    decided = []
+    for _ in range(4000):
+        pair = rng.choice(refs), rng.choice(refs)
+        verdict = decide(*pair)
+        if verdict is not None:
+            decided.append((*pair, verdict))
+    assert len(decided) > 100
+    sample = [d for d in decided if d[2] == Verdict.EQUAL][:5] + [d for d in decided if d[2] != Verdict.EQUAL][:25]
+    assert [(p, r, v) for p, r, v in sample if compare_sympy(p, r) != v] == []

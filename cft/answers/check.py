@@ -23,6 +23,7 @@ from typing import Callable
 
 from cft.answers.guards import costly
 from cft.answers.normalize import normalize
+from cft.answers.numeric import decide
 from cft.answers.verdict import Verdict
 
 Symbolic = Callable[[str, str], Verdict]  # the last stage: sympy in `check`, deferral in `fast_check`
@@ -223,8 +224,8 @@ class Undecided(Exception):
 
 
 def _undecided(pred: str, ref: str) -> Verdict:
-    """The fast path's symbolic stage: settle what the guards reject, defer everything else."""
-    verdict = costly(pred) or costly(ref)
+    """The fast path's symbolic stage: what the guards reject or plain values settle; defer the rest."""
+    verdict = costly(pred) or costly(ref) or decide(pred, ref)
     if verdict is None:
         raise Undecided
     return verdict

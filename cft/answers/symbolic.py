@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 from cft.answers.guards import costly
+from cft.answers.numeric import decide
 from cft.answers.verdict import Verdict
 
 _PROBE_TOL = 1e-6
@@ -66,12 +67,14 @@ def _simplifies_to_zero(a, b) -> bool:
 
 
 def compare_symbolic(pred: str, ref: str) -> Verdict:
-    """EQUAL / DIFFERENT by sympy; UNPARSABLE when a side does not parse; the guards' verdict first."""
+    """The guards' verdict, else the plain-value reader's, else sympy's (`compare_sympy`)."""
+    return costly(pred) or costly(ref) or decide(pred, ref) or compare_sympy(pred, ref)
+
+
+def compare_sympy(pred: str, ref: str) -> Verdict:
+    """EQUAL / DIFFERENT by latex2sympy + sympy; UNPARSABLE when a side does not parse."""
     import sympy
 
-    guarded = costly(pred) or costly(ref)
-    if guarded is not None:
-        return guarded
     a, b = to_sympy(pred), to_sympy(ref)
     if a is None or b is None or not isinstance(a, sympy.Basic) or not isinstance(b, sympy.Basic):
         return Verdict.UNPARSABLE
