@@ -10,9 +10,13 @@ Rules that differ on purpose from the Qwen2.5-Math / CFT evaluation grader:
 - numbers are exact fractions, so `10^{400}` never overflows a float;
 - an answer is parsed whole or not at all: `2^(2^(2))` is unparsable, never read as its prefix 2.
 
-This function can be slow on pathological input (power towers, huge factorials); callers
-that grade model output should use `cft.answers.grader.Grader`, which runs it under a hard
-per-pair timeout in worker processes.
+The symbolic stage first asks the structural guards (`guards.costly`: power towers, huge
+factorials and exponents, deep nesting, length -> TIMEOUT / UNPARSABLE at once) and the
+plain-value reader (`numeric.decide`), and only then latex2sympy + sympy (`symbolic`).
+`fast_check` runs the same rules with sympy replaced by "undecided": microseconds, and never a
+verdict `check` would not give. `check` can still be slow on input the guards do not recognise;
+callers that grade model output should use `cft.answers.grader.Grader`, which runs the fast path
+in-process and the rest under a hard per-pair timeout in worker processes.
 """
 from __future__ import annotations
 

@@ -29,10 +29,11 @@ from cft.answers.verdict import Verdict
 # Two sample values per letter: generic reals, away from 0, 1 and small integers.
 _SAMPLES = tuple({name: complex(start + step * k) for k, name in enumerate("abcdefghijklmnopqrstuvwxyzE")}
                  for start, step in ((1.2345, 0.1371), (2.1718, 0.0913)))
-_FUNCS = {"\\sin": cmath.sin, "\\cos": cmath.cos, "\\tan": cmath.tan, "\\ln": cmath.log,
-          "\\arcsin": cmath.asin, "\\arccos": cmath.acos, "\\arctan": cmath.atan}
+_FUNCS = {"\\sin": cmath.sin, "\\cos": cmath.cos, "\\tan": cmath.tan, "\\ln": cmath.log, "\\exp": cmath.exp,
+          "\\log": cmath.log10, "\\arcsin": cmath.asin, "\\arccos": cmath.acos, "\\arctan": cmath.atan}
 _GREEK = re.compile(r"\\(varepsilon|vartheta|varphi|alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa"
-                    r"|lambda|mu|nu|xi|rho|sigma|tau|upsilon|phi|chi|psi|omega)(?![A-Za-z])", re.I)
+                    r"|lambda|mu|nu|xi|rho|sigma|tau|upsilon|phi|chi|psi|omega)", re.I)
+_MIXED = re.compile(r"(\d+)\\frac\{(\d+)\}\{(\d+)\}")
 _SUBSCRIPT = re.compile(r"_(?:\{([A-Za-z0-9]+)\}|([A-Za-z0-9]))")
 _N_TOL, _PROBE_TOL, _MARGIN = 1e-4, 1e-6, 1.05
 
@@ -91,7 +92,7 @@ class _Reader:
             self.i += 1
             return sign * self.unary()
         value = self.postfix()
-        while self.i < len(self.s) and self.s[self.i] not in "+-*/)}" and not self.peek("\\times") \
+        while self.i < len(self.s) and self.s[self.i] not in "+-*/)}]" and not self.peek("\\times") \
                 and not self.peek("\\rfloor") and not self.peek("\\rceil"):
             value *= self.postfix()  # implicit multiplication: 2x, 2\sqrt{3}, xy
         return value
@@ -152,8 +153,13 @@ class _Reader:
             j = i
             while j < len(s) and (s[j].isdigit() or s[j] == "."):
                 j += 1
+            mixed = _MIXED.match(s, i)
+            if mixed and mixed.end(1) == j:  # latex2sympy reads `3\frac{1}{2}` as 7/2
+                self.i = mixed.end()
+                whole, num, den = (int(g) for g in mixed.groups())
+                return complex(whole + num / den)
             if s.count(".", i, j) > 1 or s.startswith(("\\frac", "("), j) or j - i > 15:
-                raise _Outside  # latex2sympy reads `3\frac{1}{2}` as 7/2 and `2(3)` as 5
+                raise _Outside  # `2.5\frac{1}{2}`; latex2sympy reads `2(3)` as 5
             self.i = j
             return complex(float(s[i:j]))
         if ch.isascii() and ch.isalpha():
@@ -183,10 +189,24 @@ class _Reader:
         if self.peek("\\sqrt{"):
             self.i += len("\\sqrt")
             return cmath.sqrt(self.group())
-        greek = _GREEK.match(s, i)
-        if greek:
-            if s[greek.end():greek.end() + 1].isalpha():
+        if self.peek("\\sqrt["):  # principal n-th root, as sympy's root()
+            self.i += len("\\sqrt[")
+            n = self.mp()
+            self.take("]")
+            if n == 0:
+                raise ZeroDivisionError
+            return self.group() ** (1 / n)
+        if self.peek("\\binom{"):
+            self.i += len("\\binom")
+            n, k = self.group(), self.group()
+            if any(v.imag or v.real != int(v.real) or not 0 <= v.real <= 1000 for v in (n, k)):
                 raise _Outside
+            return complex(float(math.comb(int(n.real), int(k.real))))
+        if self.peek("\\exp{"):
+            self.i += len("\\exp")
+            return cmath.exp(self.group())
+        greek = _GREEK.match(s, i)
+        if greek:  # latex2sympy reads `\omegat` (`\omega t` without its space) as omega*t
             return self.symbol("\\" + greek.group(1), greek.end())
         for opening, closing, fn in (("\\lfloor", "\\rfloor", math.floor), ("\\lceil", "\\rceil", math.ceil)):
             if self.peek(opening):
@@ -200,12 +220,28 @@ class _Reader:
             self.i += 3
             return complex(math.pi)
         for name, fn in _FUNCS.items():
-            if self.peek(name + "("):
-                self.i += len(name) + 1
-                value = self.mp()
-                self.take(")")
-                return fn(value)
+            if not self.peek(name) or s[i + len(name):i + len(name) + 1].isalpha():
+                continue
+            self.i += len(name)
+            power = None
+            if self.peek("^"):  # `\sin^{2}(x)` is sin(x)**2
+                self.i += 1
+                power = self.group() if self.peek("{") else self.digit()
+            if name == "\\log" and self.peek("_"):  # `\log_{2}(x)` is log(x, 2); a bare `\log` is base 10
+                self.i += 1
+                base = self.group() if self.peek("{") else self.digit()
+                fn = lambda x, b=base: cmath.log(x) / cmath.log(b)  # noqa: E731
+            self.take("(")
+            value = fn(self.mp())
+            self.take(")")
+            return value if power is None else value ** power
         raise _Outside
+
+    def digit(self) -> complex:
+        if not (self.i < len(self.s) and self.s[self.i].isdigit()):
+            raise _Outside
+        self.i += 1
+        return complex(int(self.s[self.i - 1]))
 
 
 def _symbol_value(name: str, point: dict[str, complex]) -> complex:
@@ -234,7 +270,7 @@ def decide(pred: str, ref: str) -> Verdict | None:
         return None
     if not symbolic:
         a, b = values[0]
-        if a.imag or b.imag:
+        if any(abs(v.imag) > 1e-12 * max(1.0, abs(v)) for v in (a, b)):
             return None  # complex constants: sympy's simplify path decides
         gap, scale = abs(a.real - b.real), _N_TOL * max(abs(a.real), abs(b.real))
         if gap <= scale / _MARGIN:

@@ -17,6 +17,7 @@ from cft.answers.numeric import decide
 from cft.answers.verdict import Verdict
 
 _PROBE_TOL = 1e-6
+
 # Sample values for the free symbols (sorted by name): generic reals, away from 0, 1 and small
 # integers where denominators and logarithms vanish.
 _POINTS = ((1.2345, 0.5772, 2.7183, 1.6180, 0.3183, 1.4142), (2.1718, 1.3863, 0.8047, 3.1416, 1.7321, 0.6931))
