@@ -209,6 +209,8 @@ class Grader:
             else:
                 results[i] = verdict.value
                 self.stats["fast_path"] += 1
+        # Tasks that share their longer answer run back to back, so one worker parses it once (its cache).
+        queue = collections.deque(sorted(queue, key=lambda i: max(map(str, tasks[i][1][:2]), key=len)))
         bar = None
         if progress:
             from tqdm import tqdm

@@ -33,6 +33,7 @@ _FUNCS = {"\\sin": cmath.sin, "\\cos": cmath.cos, "\\tan": cmath.tan, "\\ln": cm
           "\\log": cmath.log10, "\\arcsin": cmath.asin, "\\arccos": cmath.acos, "\\arctan": cmath.atan}
 _GREEK = re.compile(r"\\(varepsilon|vartheta|varphi|alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa"
                     r"|lambda|mu|nu|xi|rho|sigma|tau|upsilon|phi|chi|psi|omega)", re.I)
+_APPLIED = re.compile(r"[A-Za-z]\((?:[a-df-z]|\d+)\)")  # u(t), y(0): one letter, a lower-case symbol or an integer
 _MIXED = re.compile(r"(\d+)\\frac\{(\d+)\}\{(\d+)\}")
 _SUBSCRIPT = re.compile(r"_(?:\{([A-Za-z0-9]+)\}|([A-Za-z0-9]))")
 _N_TOL, _PROBE_TOL, _MARGIN = 1e-4, 1e-6, 1.05
@@ -163,8 +164,13 @@ class _Reader:
             self.i = j
             return complex(float(s[i:j]))
         if ch.isascii() and ch.isalpha():
+            applied = _APPLIED.match(s, i)
+            if applied and ch not in "eEI":  # latex2sympy reads `u(t)` as an undefined function u at t
+                self.i = applied.end()
+                self.symbolic = True
+                return _symbol_value("()" + applied.group(0), self.values)  # any value of u(t) will do
             if s.startswith(("'", "("), i + 1) or (s.startswith("_", i + 1) and ch in "eEI"):
-                raise _Outside  # primes, f(x): functions we do not model; latex2sympy rejects `E_{1}`
+                raise _Outside  # primes, f(x+1): functions we do not model; latex2sympy rejects `E_{1}`
             if s.startswith("_", i + 1):
                 return self.symbol(ch, i + 1)
             self.i += 1
@@ -246,7 +252,7 @@ class _Reader:
 
 def _symbol_value(name: str, point: dict[str, complex]) -> complex:
     """A sample value for a named symbol: the same name (any case, any braces) gets the same value."""
-    return point["a"] + 0.0017 * (zlib.crc32(name.lower().encode()) % 997)
+    return point["a"] + 0.0017 * (zlib.crc32(name.lower().encode()) % 997) + (0.37j if name.startswith("()") else 0)
 
 
 def _int_power(base: complex, exponent: complex) -> complex:
