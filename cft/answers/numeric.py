@@ -13,9 +13,13 @@ path's verdict is certain:
 - otherwise: DIFFERENT when the values differ clearly at two sample points (then `a - b` is not
   identically zero, so `simplify` and `equals` could not have said equal); else undecided.
 
-Anything outside the subset (subscripts, Greek letters, `\\log`, `!`, `=`, commas, brackets
-other than parentheses, functions without parentheses, ...) is undecided and goes to sympy. The
-test `test_value_reader_agrees_with_latex2sympy_on_real_references` holds it to latex2sympy.
+Letters are read as latex2sympy reads them (`e` Euler's number, `I` the imaginary unit, `A` as
+`a`, `\\omega_{n}` one symbol, `u(t)` an undefined function at t). Where we tie together what
+latex2sympy keeps apart (`dx` as d*x, `u(t)` and `U(t)`), our values are still the values of
+latex2sympy's expressions at one point, which is all a DIFFERENT verdict needs. Anything outside
+the subset (`\\sqrt2` without braces, primes, `f(x+1)`, `!!`, `=`, commas, brackets other than
+parentheses, functions without parentheses, ...) is undecided and goes to sympy; the test
+`test_value_reader_agrees_with_sympy_on_real_references` holds the reader to latex2sympy + sympy.
 """
 from __future__ import annotations
 
