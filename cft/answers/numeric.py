@@ -17,8 +17,7 @@ Letters are read as latex2sympy reads them (`e` Euler's number, `I` the imaginar
 `a`, `\\omega_{n}` one symbol, `u(t)` an undefined function at t). Where we tie together what
 latex2sympy keeps apart (`dx` as d*x, `u(t)` and `U(t)`), our values are still the values of
 latex2sympy's expressions at one point, which is all a DIFFERENT verdict needs. Anything outside
-the subset (`\\sqrt2` without braces, primes, `f(x+1)`, `!!`, `=`, commas, brackets other than
-parentheses, functions without parentheses, ...) is undecided and goes to sympy; the test
+the subset (`\\sqrt2` without braces, primes, `f(x+1)`, `!!`, `=`, commas, `\\sin x y`, ...) is undecided and goes to sympy; the test
 `test_value_reader_agrees_with_sympy_on_real_references` holds the reader to latex2sympy + sympy.
 """
 from __future__ import annotations
@@ -40,6 +39,7 @@ _GREEK = re.compile(r"\\(varepsilon|vartheta|varphi|alpha|beta|gamma|delta|epsil
 _APPLIED = re.compile(r"[A-Za-z]\((?:[a-df-z]|\d+)\)")  # u(t), y(0): one letter, a lower-case symbol or an integer
 _MIXED = re.compile(r"(\d+)\\frac\{(\d+)\}\{(\d+)\}")
 _SUBSCRIPT = re.compile(r"_(?:\{([A-Za-z0-9]+)\}|([A-Za-z0-9]))")
+_STOPS = "+-*/)}]"  # what ends an implicit product
 _N_TOL, _PROBE_TOL, _MARGIN = 1e-4, 1e-6, 1.05
 
 
@@ -97,7 +97,7 @@ class _Reader:
             self.i += 1
             return sign * self.unary()
         value = self.postfix()
-        while self.i < len(self.s) and self.s[self.i] not in "+-*/)}]" and not self.peek("\\times") \
+        while self.i < len(self.s) and self.s[self.i] not in _STOPS and not self.peek("\\times") \
                 and not self.peek("\\rfloor") and not self.peek("\\rceil"):
             value *= self.postfix()  # implicit multiplication: 2x, 2\sqrt{3}, xy
         return value
@@ -187,10 +187,10 @@ class _Reader:
                 return 1j
             self.symbolic = True
             return self.values[ch if ch in "Ei" else ch.lower()]
-        if ch == "(":
+        if ch in "([":  # latex2sympy reads `[x+1]^2` as (x+1)**2
             self.i += 1
             value = self.mp()
-            self.take(")")
+            self.take(")" if ch == "(" else "]")
             return value
         if self.peek("\\frac{"):
             self.i += len("\\frac")
@@ -241,9 +241,14 @@ class _Reader:
                 self.i += 1
                 base = self.group() if self.peek("{") else self.digit()
                 fn = lambda x, b=base: cmath.log(x) / cmath.log(b)  # noqa: E731
-            self.take("(")
-            value = fn(self.mp())
-            self.take(")")
+            if self.peek("("):
+                self.i += 1
+                value = fn(self.mp())
+                self.take(")")
+            else:  # `\sin{2t}`, `\sin^{2}\theta`: latex2sympy's argument runs on over implicit products
+                value = fn(self.group() if self.peek("{") else self.atom())
+                if self.i < len(self.s) and self.s[self.i] not in _STOPS:
+                    raise _Outside  # `\sin x y` is sin(x*y): only a lone argument is read here
             return value if power is None else value ** power
         raise _Outside
 
