@@ -189,6 +189,7 @@ class Grader:
         results: list[str | None] = [None] * len(tasks)
         self.durations = [0.0] * len(tasks)
         queue: collections.deque[int] = collections.deque()
+        # Timeouts are cached like any verdict: a degenerate model repeats its hostile answer.
         first: dict[tuple, int] = {}  # a task repeated within the batch runs once
         repeats: list[tuple[int, int]] = []
         for i, task in enumerate(tasks):
