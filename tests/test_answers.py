@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cft.answers import Verdict, check, extract_answer, normalize
+from cft.answers import Verdict, check, extract_answer, fast_check, normalize
 
 from cft.benchmarks import SHIPPED as BENCHMARKS
 from cft.io import read_jsonl
@@ -163,3 +163,57 @@ def test_import_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "False"
+
+
+# -- the fast path and the caches ----------------------------------------------------------------
+def _real_pairs() -> list[tuple[str, str]]:
+    """Real references against their cosmetic variants, equal numbers, and their neighbours' references."""
+    refs = _references()
+    pairs = [(v, r) for r in refs for v in _cosmetic_variants(r)[:2]]
+    pairs += [(refs[i - 1], r) for i, r in enumerate(refs)]
+    return pairs
+
+
+def test_fast_path_agrees_with_the_full_check_on_real_references():
+    pairs = _real_pairs()
+    fast = [fast_check(p, r) for p, r in pairs]
+    decided = [(p, r, v) for (p, r), v in zip(pairs, fast) if v is not None]
+    assert len(decided) > 0.8 * len(pairs)  # most real pairs never need sympy
+    sample = decided[::7]  # the full check is slow: a spread sample
+    assert [(p, r) for p, r, v in sample if check(p, r) != v] == []
+
+
+def test_a_reference_is_parsed_once_for_many_predictions():
+    from cft.answers.symbolic import to_sympy
+
+    to_sympy.cache_clear()
+    verdicts = [check(f"x!!+{k}", "x!!+3") for k in range(2, 6)]  # a double factorial: beyond the value reader
+    assert verdicts == [Verdict.DIFFERENT, Verdict.EQUAL, Verdict.DIFFERENT, Verdict.DIFFERENT]
+    assert to_sympy.cache_info().misses == 4  # three predictions that needed sympy, and the reference once
+
+
+def test_symbolic_differences_are_found_without_simplify():
+    from cft.answers.symbolic import clearly_different, to_sympy
+
+    assert clearly_different(to_sympy("x^2+1"), to_sympy("x^2+2"))
+    assert not clearly_different(to_sympy("(x+1)^2"), to_sympy("x^2+2x+1"))
+    assert not clearly_different(to_sympy("\\sqrt{x^2}"), to_sympy("x"))  # equal at the sample points: sympy decides
+
+
+def test_value_reader_agrees_with_sympy_on_real_references():
+    import random
+
+    from cft.answers.numeric import decide
+    from cft.answers.symbolic import compare_sympy
+
+    refs = sorted({normalize(r) for r in _references() if re.search(r"[a-z\\]", normalize(r)) and "," not in r})
+    rng = random.Random(0)
+    decided = []
+    for _ in range(4000):
+        pair = rng.choice(refs), rng.choice(refs)
+        verdict = decide(*pair)
+        if verdict is not None:
+            decided.append((*pair, verdict))
+    assert len(decided) > 100
+    sample = [d for d in decided if d[2] == Verdict.EQUAL][:5] + [d for d in decided if d[2] != Verdict.EQUAL][:25]
+    assert [(p, r, v) for p, r, v in sample if compare_sympy(p, r) != v] == []

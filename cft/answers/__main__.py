@@ -1,7 +1,8 @@
 """Grade a JSONL file of answer pairs: `python -m cft.answers PAIRS.jsonl --out OUT.jsonl`.
 
-Each input line needs `prediction` (string or null) and `reference`; `answer_type` is optional.
-Each output line is the input line plus `verdict` (and `verdict_math_verify` with --compare).
+Each input line needs `prediction` (string or null) and `reference`; other fields (an
+`answer_type`, ids) are carried to the output unread. Each output line is the input line plus
+`verdict` (and `verdict_math_verify` with --compare).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cft.io import DataError, read_jsonl, write_jsonl
 def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
     start = time.perf_counter()
     with Grader(timeout=args.timeout, workers=args.workers, checker=checker) as grader:
-        verdicts = grader.grade(((r["prediction"], r["reference"], r.get("answer_type")) for r in rows),
+        verdicts = grader.grade(((r["prediction"], r["reference"]) for r in rows),
                                 progress=True)
     seconds = time.perf_counter() - start
     counts = collections.Counter(v.value for v in verdicts)
@@ -29,7 +30,7 @@ def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cft.answers", description=__doc__.splitlines()[0])
-    parser.add_argument("pairs", type=Path, help="JSONL with prediction, reference[, answer_type]")
+    parser.add_argument("pairs", type=Path, help="JSONL with prediction, reference")
     parser.add_argument("--out", type=Path, required=True, help="JSONL: the input lines plus `verdict`")
     parser.add_argument("--checker", choices=CHECKERS, default="cft")
     parser.add_argument("--compare", action="store_true", help="also run the other checker; list disagreements")

@@ -10,30 +10,29 @@ Rules that differ on purpose from the Qwen2.5-Math / CFT evaluation grader:
 - numbers are exact fractions, so `10^{400}` never overflows a float;
 - an answer is parsed whole or not at all: `2^(2^(2))` is unparsable, never read as its prefix 2.
 
-This function can be slow on pathological input (power towers, huge factorials); callers
-that grade model output should use `cft.answers.grader.Grader`, which runs it under a hard
-per-pair timeout in worker processes.
+The symbolic stage first asks the structural guards (`guards.costly`: power towers, huge
+factorials and exponents, deep nesting, length -> TIMEOUT / UNPARSABLE at once) and the
+plain-value reader (`numeric.decide`), and only then latex2sympy + sympy (`symbolic`).
+`fast_check` runs the same rules with sympy replaced by "undecided": microseconds, and never a
+verdict `check` would not give. `check` can still be slow on input the guards do not recognise;
+callers that grade model output should use `cft.answers.grader.Grader`, which runs the fast path
+in-process and the rest under a hard per-pair timeout in worker processes.
 """
 from __future__ import annotations
 
+import functools
 import re
-from enum import Enum
 from fractions import Fraction
+from typing import Callable
 
+from cft.answers.guards import costly
 from cft.answers.normalize import normalize
+from cft.answers.numeric import decide
+from cft.answers.verdict import Verdict
 
+Symbolic = Callable[[str, str], Verdict]  # the last stage: sympy in `check`, deferral in `fast_check`
 REL_TOL = Fraction(1, 10_000)
 MAX_EXPONENT = 10_000  # exact powers of ten beyond this are left to sympy
-
-
-class Verdict(str, Enum):
-    EQUAL = "equal"
-    DIFFERENT = "different"
-    TIMEOUT = "timeout"
-    UNPARSABLE = "unparsable"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Three words in a row outside LaTeX commands: prose, not a math answer (sympy would read it as
@@ -149,17 +148,17 @@ def _combine(verdicts: list[Verdict]) -> Verdict:
     return Verdict.UNPARSABLE
 
 
-def _compare_sequences(pred: str, ref: str, answer_type: str | None) -> Verdict | None:
+def _compare_sequences(pred: str, ref: str, symbolic: Symbolic) -> Verdict | None:
     p_rows, r_rows = _matrix_rows(pred), _matrix_rows(ref)
     if p_rows is not None or r_rows is not None:
         if p_rows is None or r_rows is None or [len(r) for r in p_rows] != [len(r) for r in r_rows]:
             return Verdict.DIFFERENT
-        return _combine([_check_normalized(a, b, None) for pr, rr in zip(p_rows, r_rows) for a, b in zip(pr, rr)])
+        return _combine([_check_normalized(a, b, symbolic) for pr, rr in zip(p_rows, r_rows) for a, b in zip(pr, rr)])
     if "\\cup" in ref or "\\cup" in pred:
         p_parts, r_parts = pred.split("\\cup"), ref.split("\\cup")
         if len(p_parts) != len(r_parts):
             return Verdict.DIFFERENT
-        return _combine([_check_normalized(a, b, answer_type) for a, b in zip(p_parts, r_parts)])
+        return _combine([_check_normalized(a, b, symbolic) for a, b in zip(p_parts, r_parts)])
     p_br, r_br = _outer_brackets(pred), _outer_brackets(ref)
     p_items = split_top_level(p_br[1] if p_br else pred)
     r_items = split_top_level(r_br[1] if r_br else ref)
@@ -173,12 +172,12 @@ def _compare_sequences(pred: str, ref: str, answer_type: str | None) -> Verdict 
     if ordered:
         if p_br and r_br and (p_br[0], p_br[2]) != (r_br[0], r_br[2]):
             return Verdict.DIFFERENT
-        return _combine([_check_normalized(a, b, None) for a, b in zip(p_items, r_items)])
+        return _combine([_check_normalized(a, b, symbolic) for a, b in zip(p_items, r_items)])
     # unordered answer lists ("1,3,5", sets): match each reference item to a distinct prediction
     remaining = list(p_items)
     verdicts = []
     for r in r_items:
-        hit = next((p for p in remaining if _check_normalized(p, r, None) == Verdict.EQUAL), None)
+        hit = next((p for p in remaining if _check_normalized(p, r, symbolic) == Verdict.EQUAL), None)
         if hit is None:
             verdicts.append(Verdict.DIFFERENT)
             break
@@ -198,52 +197,7 @@ def _strip_simple_lhs(s: str) -> str:
     return s
 
 
-def _to_sympy(s: str):
-    from latex2sympy2_extended import latex2sympy
-
-    try:
-        return latex2sympy(s)
-    except Exception:
-        if "\\" in s:
-            return None
-    from sympy.parsing.sympy_parser import (
-        implicit_multiplication_application, parse_expr, standard_transformations)
-
-    try:
-        return parse_expr(s.replace("^", "**"), evaluate=False,
-                          transformations=standard_transformations + (implicit_multiplication_application,))
-    except Exception:
-        return None
-
-
-def _compare_symbolic(pred: str, ref: str) -> Verdict:
-    import sympy
-
-    a, b = _to_sympy(pred), _to_sympy(ref)
-    if a is None or b is None or not isinstance(a, sympy.Basic) or not isinstance(b, sympy.Basic):
-        return Verdict.UNPARSABLE
-    if isinstance(a, sympy.Eq) or isinstance(b, sympy.Eq):
-        if not (isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq)):
-            return Verdict.DIFFERENT
-        a, b = a.lhs - a.rhs, b.lhs - b.rhs
-        if sympy.simplify(a - b) == 0 or sympy.simplify(a + b) == 0:
-            return Verdict.EQUAL
-    if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
-        return Verdict.EQUAL if a == b else Verdict.DIFFERENT
-    if a == b:
-        return Verdict.EQUAL
-    if not a.free_symbols and not b.free_symbols:
-        av, bv = sympy.N(a, 30), sympy.N(b, 30)
-        if av.is_real and bv.is_real and av.is_finite and bv.is_finite and av.is_number and bv.is_number:
-            return Verdict.EQUAL if abs(av - bv) <= 1e-4 * max(abs(av), abs(bv)) else Verdict.DIFFERENT
-    if sympy.simplify(a - b) == 0:
-        return Verdict.EQUAL
-    if a.equals(b):
-        return Verdict.EQUAL
-    return Verdict.DIFFERENT
-
-
-def _check_normalized(pred: str, ref: str, answer_type: str | None) -> Verdict:
+def _check_normalized(pred: str, ref: str, symbolic: Symbolic) -> Verdict:
     if pred == ref:
         return Verdict.EQUAL
     if not pred or not ref:
@@ -260,30 +214,59 @@ def _check_normalized(pred: str, ref: str, answer_type: str | None) -> Verdict:
     verdict = _compare_numbers(pred, ref)
     if verdict is not None:
         return verdict
-    verdict = _compare_sequences(pred, ref, answer_type)
+    verdict = _compare_sequences(pred, ref, symbolic)
     if verdict is not None:
         return verdict
     p, r = _strip_simple_lhs(pred), _strip_simple_lhs(ref)
     if p != pred or r != ref:
-        return _check_normalized(p, r, answer_type)
-    return _compare_symbolic(pred, ref)
+        return _check_normalized(p, r, symbolic)
+    return symbolic(pred, ref)
 
 
-def check(prediction: str | None, reference: str, answer_type: str | None = None) -> Verdict:
+class Undecided(Exception):
+    """Raised on the fast path where only sympy could decide."""
+
+
+def _undecided(pred: str, ref: str) -> Verdict:
+    """The fast path's symbolic stage: what the guards reject or plain values settle; defer the rest."""
+    verdict = costly(pred) or costly(ref) or decide(pred, ref)
+    if verdict is None:
+        raise Undecided
+    return verdict
+
+
+def check(prediction: str | None, reference: str) -> Verdict:
     """Verdict on `prediction` against `reference` (see the module docstring for the rules).
 
     A missing prediction is UNPARSABLE; an answer that cannot be parsed whole is UNPARSABLE
-    (when it is not already equal as a string). `answer_type` (OlympiadBench's `Numerical`,
-    `Interval`, ...) is accepted for callers that have it; the rules above do not need it yet.
+    (when it is not already equal as a string); one too costly to evaluate (`cft.answers.guards`)
+    is TIMEOUT or UNPARSABLE at once. No rule needs OlympiadBench's `answer_type`: its intervals,
+    tuples and equations are recognised from the answers themselves.
     """
+    from cft.answers.symbolic import compare_symbolic
+
+    return _check(prediction, reference, compare_symbolic)
+
+
+def fast_check(prediction: str | None, reference: str) -> Verdict | None:
+    """`check`'s verdict when it needs no sympy, else None: the same rules, run without the
+    symbolic stage, so it never disagrees with `check`. Microseconds; safe in the parent process."""
+    try:
+        return _check(prediction, reference, _undecided)
+    except Undecided:
+        return None
+
+
+def _check(prediction: str | None, reference: str, symbolic: Symbolic) -> Verdict:
     if prediction is None:
         return Verdict.UNPARSABLE
     ref = normalize(str(reference))
     pred = normalize(str(prediction), is_prediction="=" not in ref)
     if pred != ref and (_is_prose(str(prediction)) or _is_prose(str(reference))):
         return Verdict.UNPARSABLE
-    return _check_normalized(pred, ref, answer_type)
+    return _check_normalized(pred, ref, symbolic)
 
 
+@functools.lru_cache(maxsize=2**16)
 def _is_prose(text: str) -> bool:
     return _PROSE.search(re.sub(r"\\[a-zA-Z]+", " ", text)) is not None

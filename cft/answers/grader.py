@@ -1,4 +1,5 @@
-"""Grade many (prediction, reference) pairs in worker processes with a hard per-pair timeout.
+"""Grade many (prediction, reference) pairs: certain answers in-process, the rest in worker
+processes with a hard per-pair timeout.
 
 Why not reuse a library's grader:
 - math-verify bounds its work with `signal.alarm`, which only works on the main thread of the
@@ -6,11 +7,18 @@ Why not reuse a library's grader:
 - the Qwen2.5-Math / CFT evaluation grader rounds numbers to one decimal (0.04 == 0.01),
   accepts 500 for 5 through a percent rule, overflows on `10^{400}`, and runs serially.
 
-Here every check runs in a worker process. A worker that overruns its deadline is SIGKILLed and
-replaced, its pair gets `Verdict.TIMEOUT`, and the batch goes on. An exception inside a check is
-`Verdict.UNPARSABLE`; a worker that dies is replaced and its pair is UNPARSABLE too. Workers are
-forked from a forkserver that has already imported and warmed up sympy and latex2sympy, so a
-replacement costs milliseconds, and a worker's deadline starts only once it is ready.
+A pair goes through, in order:
+1. the cache of pairs seen in this Grader's life (pass@k, checkpoint selection repeat them);
+2. the fast path (`check.fast_check`): the checker's own rules without the symbolic stage, plus
+   the structural guards (`guards.costly`), in microseconds; it answers only where it is certain;
+3. a worker running the full `check`. A worker that overruns its deadline is SIGKILLed and
+   replaced, its pair gets `Verdict.TIMEOUT`, and the batch goes on. An exception inside a check
+   is `Verdict.UNPARSABLE`; a worker that dies is replaced and its pair is UNPARSABLE too.
+Workers are forked from a forkserver that has already imported and warmed up sympy and
+latex2sympy, so a replacement costs milliseconds, and a worker's deadline starts only once it is
+ready. The pool lives as long as the Grader: make one per evaluation run, not one per benchmark.
+
+CHAMP's free-text judge (`judge_free_text`) runs in the same workers under the same timeout.
 """
 from __future__ import annotations
 
@@ -18,35 +26,43 @@ import collections
 import multiprocessing as mp
 import os
 import time
+import weakref
 from multiprocessing.connection import Connection, wait
 from typing import Iterable
 
-from cft.answers.check import Verdict
-from cft.answers.normalize import normalize
+from cft.answers.check import fast_check
+from cft.answers.verdict import Verdict
 
 CHECKERS = ("cft", "math-verify")
+FREE_TEXT = "free-text"
 _READY = "ready"
 _START_TIMEOUT_S = 120.0
 _MAX_CHUNK = 16
+# What a task of each kind answers when its worker overruns / raises.
+_ON_TIMEOUT = {"cft": Verdict.TIMEOUT.value, "math-verify": Verdict.TIMEOUT.value, FREE_TEXT: "unknown"}
+_ON_ERROR = {"cft": Verdict.UNPARSABLE.value, "math-verify": Verdict.UNPARSABLE.value, FREE_TEXT: "unknown"}
 
 
-def _checker(name: str):
-    if name == "cft":
-        from cft.answers.check import check
-        return check
-    if name == "math-verify":
+def _task_functions() -> dict:
+    from cft.answers.check import check
+    from cft.answers.freetext import judge_free_text
+
+    functions = {"cft": check, FREE_TEXT: judge_free_text}
+    try:
         from cft.answers.mathverify import check_math_verify
-        return check_math_verify
-    raise ValueError(f"checker={name!r}: expected one of {CHECKERS}")
+        functions["math-verify"] = check_math_verify
+    except ImportError:  # math-verify is optional for the "cft" checker
+        pass
+    return functions
 
 
-def _serve(conn: Connection, checker: str, memory_mb: int | None) -> None:
-    """Worker loop: receive a chunk of (index, pred, ref, answer_type); send (index, verdict) for each in order."""
+def _serve(conn: Connection, memory_mb: int | None) -> None:
+    """Worker loop: receive a chunk of (index, kind, args); send (index, result string) for each in order."""
     if memory_mb:
         import resource
         limit = memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    check = _checker(checker)
+    functions = _task_functions()
     from cft.answers import _warm  # noqa: F401  (no-op when the forkserver preloaded it)
     conn.send(_READY)
     while True:
@@ -56,20 +72,20 @@ def _serve(conn: Connection, checker: str, memory_mb: int | None) -> None:
             return
         if task is None:
             return
-        for index, pred, ref, answer_type in task:
+        for index, kind, args in task:
             try:
-                verdict = Verdict(check(pred, ref, answer_type)).value
+                result = str(functions[kind](*args))
             except MemoryError:
-                verdict = Verdict.TIMEOUT.value  # out of its memory budget: a resource limit, like time
+                result = _ON_TIMEOUT[kind]  # out of its memory budget: a resource limit, like time
             except BaseException:  # a checker bug or RecursionError must never escape a check
-                verdict = Verdict.UNPARSABLE.value
-            conn.send((index, verdict))
+                result = _ON_ERROR[kind]
+            conn.send((index, result))
 
 
 class _Worker:
-    def __init__(self, ctx, checker: str, memory_mb: int | None):
+    def __init__(self, ctx, memory_mb: int | None):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, checker, memory_mb), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, memory_mb), daemon=True)
         self.proc.start()
         child.close()
         self.started = time.monotonic()
@@ -85,27 +101,43 @@ class _Worker:
         self.conn.close()
 
 
+def _close_pool(pool: list[_Worker]) -> None:
+    for w in pool:
+        if not w.chunk and w.proc.is_alive():
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        w.proc.join(timeout=1.0)
+        w.kill()
+    pool.clear()
+
+
 class Grader:
     """`Grader(timeout, workers, checker).grade(pairs)` -> one `Verdict` per pair, in input order.
 
-    `pairs` yields (prediction, reference, answer_type). `checker` is "cft" (`cft.answers.check`)
-    or "math-verify" (its parse/verify with their signal timeouts off; ours applies).
-    `stats` counts verdicts plus `fast_path`, `killed` and `crashed` over the Grader's life;
-    `durations` holds the seconds each pair of the last batch took (0 on the fast path).
+    `pairs` yields (prediction, reference); a third item (the answer_type older callers pass) is
+    ignored. `checker` is "cft" (`cft.answers.check`) or "math-verify" (its parse/verify with
+    their signal timeouts off; ours applies). Reusable: the workers and the cache live until
+    `close()`. `stats` counts verdicts plus `cached`, `fast_path`, `killed` and `crashed` over
+    the Grader's life; `durations` holds the seconds each pair of the last batch took.
     """
 
     def __init__(self, timeout: float = 5.0, workers: int | None = None, checker: str = "cft",
-                 memory_mb: int | None = 4096):
+                 memory_mb: int | None = 4096, cache_size: int = 2**18):
         if checker not in CHECKERS:
             raise ValueError(f"checker={checker!r}: expected one of {CHECKERS}")
         self.timeout = float(timeout)
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.checker = checker
         self.memory_mb = memory_mb
+        self.cache_size = cache_size
         self.stats: collections.Counter = collections.Counter()
         self.durations: list[float] = []
+        self._cache: dict[tuple, str] = {}
         self._pool: list[_Worker] = []
         self._ctx = None
+        self._finalizer = weakref.finalize(self, _close_pool, self._pool)  # workers never outlive the Grader
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Grader":
@@ -115,21 +147,13 @@ class Grader:
         self.close()
 
     def close(self) -> None:
-        for w in self._pool:
-            if not w.chunk and w.proc.is_alive():
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-            w.proc.join(timeout=1.0)
-            w.kill()
-        self._pool = []
+        _close_pool(self._pool)
 
     def _spawn(self) -> _Worker:
         if self._ctx is None:
             self._ctx = mp.get_context("forkserver")
             self._ctx.set_forkserver_preload(["cft.answers._warm"])
-        return _Worker(self._ctx, self.checker, self.memory_mb)
+        return _Worker(self._ctx, self.memory_mb)
 
     def _replace(self, w: _Worker) -> None:
         w.kill()
@@ -142,25 +166,52 @@ class Grader:
         if self.checker != "cft":
             return None
         try:
-            ref_n = normalize(str(ref))
-            if normalize(str(pred), is_prediction="=" not in ref_n) == ref_n:
-                return Verdict.EQUAL
-        except Exception:
-            pass
-        return None
+            return fast_check(pred, ref)
+        except Exception:  # the worker will say what the full check makes of it
+            return None
 
     def grade(self, pairs: Iterable[tuple], progress: bool = False) -> list[Verdict]:
-        tasks = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in pairs]
-        results: list[Verdict | None] = [None] * len(tasks)
+        """One `Verdict` per (prediction, reference) pair, in input order."""
+        tasks = [(self.checker, (p[0], p[1])) for p in pairs]
+        results = self._run_tasks(tasks, lambda args: self._fast(*args), progress)
+        verdicts = [Verdict(r) for r in results]
+        for v in verdicts:
+            self.stats[v.value] += 1
+        return verdicts
+
+    def judge_free_text(self, items: Iterable[tuple]) -> list[str]:
+        """`cft.answers.judge_free_text` on (summary, reference, question) triples, in the workers:
+        "right" / "wrong" / "unknown", and "unknown" for one that overruns the timeout."""
+        tasks = [(FREE_TEXT, (s, r, q)) for s, r, q in items]
+        return self._run_tasks(tasks, lambda args: None, progress=False)
+
+    def _run_tasks(self, tasks: list[tuple], fast, progress: bool) -> list[str]:
+        results: list[str | None] = [None] * len(tasks)
         self.durations = [0.0] * len(tasks)
-        queue = collections.deque()
-        for i, (pred, ref, _) in enumerate(tasks):
-            fast = self._fast(pred, ref)
-            if fast is None:
+        queue: collections.deque[int] = collections.deque()
+        # Timeouts are cached like any verdict: a degenerate model repeats its hostile answer.
+        first: dict[tuple, int] = {}  # a task repeated within the batch runs once
+        repeats: list[tuple[int, int]] = []
+        for i, task in enumerate(tasks):
+            if task in self._cache:
+                results[i] = self._cache[task]
+                self.stats["cached"] += 1
+                continue
+            if task in first:
+                repeats.append((i, first[task]))
+                self.stats["cached"] += 1
+                continue
+            first[task] = i
+            start = time.perf_counter()
+            verdict = fast(task[1])
+            self.durations[i] = time.perf_counter() - start
+            if verdict is None:
                 queue.append(i)
             else:
-                results[i] = fast
+                results[i] = verdict.value
                 self.stats["fast_path"] += 1
+        # Tasks that share their longer answer run back to back, so one worker parses it once (its cache).
+        queue = collections.deque(sorted(queue, key=lambda i: max(map(str, tasks[i][1][:2]), key=len)))
         bar = None
         if progress:
             from tqdm import tqdm
@@ -171,13 +222,16 @@ class Grader:
             self._run(tasks, queue, results, bar)
         if bar is not None:
             bar.close()
-        for v in results:
-            self.stats[v.value] += 1
+        for i, j in repeats:
+            results[i] = results[j]
+        if len(self._cache) + len(first) > self.cache_size:
+            self._cache.clear()
+        self._cache.update((task, results[i]) for task, i in first.items())
         return results  # type: ignore[return-value]
 
     def _run(self, tasks, queue, results, bar) -> None:
-        # Pairs go out in small chunks to amortize pipe round trips; the worker answers each pair
-        # as it finishes, so the running pair's deadline restarts at every answer.
+        # Tasks go out in small chunks to amortize pipe round trips; the worker answers each one
+        # as it finishes, so the running task's deadline restarts at every answer.
         chunk_size = max(1, min(_MAX_CHUNK, len(queue) // (4 * len(self._pool))))
         while queue or any(w.chunk for w in self._pool):
             now = time.monotonic()
@@ -196,7 +250,7 @@ class Grader:
                         if not w.ready:
                             raise RuntimeError(f"grader worker failed to start (exit code {w.proc.exitcode})")
                         if w.chunk:
-                            self._finish(w, Verdict.UNPARSABLE, results, bar)
+                            self._finish(w, _ON_ERROR[tasks[w.chunk[0]][0]], results, bar)
                         queue.extendleft(reversed(w.chunk))
                         self.stats["crashed"] += 1
                         self._replace(w)
@@ -204,24 +258,24 @@ class Grader:
                     if msg == _READY:
                         w.ready = True
                         continue
-                    index, verdict = msg
+                    index, result = msg
                     assert index == w.chunk[0], "worker answered out of order"
-                    self._finish(w, Verdict(verdict), results, bar)
+                    self._finish(w, result, results, bar)
             now = time.monotonic()
             for w in list(self._pool):
                 if w.chunk and now >= w.deadline:
-                    self._finish(w, Verdict.TIMEOUT, results, bar)
+                    self._finish(w, _ON_TIMEOUT[tasks[w.chunk[0]][0]], results, bar)
                     queue.extendleft(reversed(w.chunk))  # the rest of its chunk goes to other workers
                     self.stats["killed"] += 1
                     self._replace(w)
                 elif not w.ready and now >= w.started + _START_TIMEOUT_S:
                     raise RuntimeError(f"grader worker not ready after {_START_TIMEOUT_S:.0f}s")
 
-    def _finish(self, w: _Worker, verdict: Verdict, results, bar) -> None:
-        """Record the verdict of `w`'s running pair; the next pair of its chunk starts now."""
+    def _finish(self, w: _Worker, result: str, results, bar) -> None:
+        """Record the result of `w`'s running task; the next task of its chunk starts now."""
         index = w.chunk.popleft()
         now = time.monotonic()
-        results[index] = verdict
+        results[index] = result
         self.durations[index] = now - w.since
         w.since, w.deadline = now, (now + self.timeout if w.chunk else float("inf"))
         if bar is not None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from cft.answers.check import Verdict
+from cft.answers.verdict import Verdict
 
 
-def check_math_verify(prediction: str | None, reference: str, answer_type: str | None = None) -> Verdict:
+def check_math_verify(prediction: str | None, reference: str) -> Verdict:
     """Verdict from math_verify.parse/verify on `\\boxed{}`-wrapped answers."""
     from math_verify import parse, verify
 

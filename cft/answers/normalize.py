@@ -8,6 +8,7 @@ in the parent process, outside the grader's hard timeout.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 # Units that appear after numeric answers in MATH / Minerva / OlympiadBench / GSM8K.
@@ -36,6 +37,7 @@ def strip_delimiters(s: str) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=2**16)  # a reference is normalized once per prediction it meets
 def normalize(answer: str, *, is_prediction: bool = False) -> str:
     """The canonical string of `answer` (see the module docstring)."""
     s = strip_delimiters(_strip_trailing_periods(str(answer).strip()))
@@ -51,11 +53,11 @@ def normalize(answer: str, *, is_prediction: bool = False) -> str:
     s = _UNIT_PLAIN.sub("", s) if re.search(r"\d", s) else s
     s = _TEXT_WRAP.sub(r"\1", s)
     s = _SPACES.sub("", s)
+    if is_prediction and _PREFIX.match(s) and s.count("=") == 1:  # before the rules below: `x = 58,500`
+        s = s.split("=", 1)[1]
     s = s.replace("\\{", "{").replace("\\}", "}") if s.startswith("\\{") else s
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
-    if is_prediction and _PREFIX.match(s) and s.count("=") == 1:
-        s = s.split("=", 1)[1]
     if s.startswith("{") and s.endswith("}") and _balanced_inner(s):
         s = s[1:-1]
     return s.rstrip(".")

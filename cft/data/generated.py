@@ -9,22 +9,28 @@ from __future__ import annotations
 from cft.records import RIGHT, UNKNOWN, WRONG, Record
 
 
-def _correctness(completion: str, reference: str | None) -> str:
-    from cft.answers import Verdict, check, extract_answer, judge_free_text
+def _correctness(completions: list[str], references: list[str | None]) -> list[str]:
+    """right / wrong / unknown per completion, graded in the Grader's workers under its hard timeout."""
+    from cft.answers import Grader, Verdict, extract_answer
 
-    if not reference:
-        return UNKNOWN
-    pred = extract_answer(completion, last_number=False)
-    if pred is None:
-        return UNKNOWN
-    verdict = check(pred, reference)
-    if verdict == Verdict.EQUAL:
-        return RIGHT
-    # A free-text reference (CHAMP) may not parse; fall back to the conservative judge.
-    judged = judge_free_text(pred, reference)
-    if judged != UNKNOWN:
-        return judged
-    return WRONG if verdict == Verdict.DIFFERENT else UNKNOWN
+    preds = [extract_answer(c, last_number=False) if ref else None for c, ref in zip(completions, references)]
+    todo = [i for i, (p, ref) in enumerate(zip(preds, references)) if p is not None and ref]
+    with Grader() as grader:
+        verdicts = dict(zip(todo, grader.grade([(preds[i], references[i]) for i in todo])))
+        # A free-text reference (CHAMP) may not parse; fall back to the conservative judge.
+        rest = [i for i in todo if verdicts[i] != Verdict.EQUAL]
+        judged = dict(zip(rest, grader.judge_free_text((preds[i], references[i], None) for i in rest)))
+    out = []
+    for i in range(len(completions)):
+        if i not in verdicts:
+            out.append(UNKNOWN)
+        elif verdicts[i] == Verdict.EQUAL:
+            out.append(RIGHT)
+        elif judged[i] != UNKNOWN:
+            out.append(judged[i])
+        else:
+            out.append(WRONG if verdicts[i] == Verdict.DIFFERENT else UNKNOWN)
+    return out
 
 
 def unique_questions(records: list[Record]) -> list[Record]:
@@ -67,13 +73,14 @@ def generate_noisy_responses(records: list[Record], cfg, cache: str) -> list[Rec
         model = model.cuda() if torch.cuda.is_available() else model
         completions = dict(generate_transformers(model, tokenizer, prompts,
                                                  cfg.noisy_max_new_tokens, batch_size=16))
+    correct = _correctness([completions[i] for i in range(len(records))], [r.reference_answer for r in records])
     out = []
     for i, rec in enumerate(records):
         out.append(Record(
             id=f"{rec.id.split('|')[0]}|generated:{name}", question=rec.question,
             reference_answer=rec.reference_answer, reference_solution=rec.reference_solution,
             noisy_response=completions[i], noisy_source=f"generated:{name}",
-            response_correct=_correctness(completions[i], rec.reference_answer),
+            response_correct=correct[i],
             extra={"generator": name, "generator_backend": cfg.noisy_generator_backend},
         ))
     return out

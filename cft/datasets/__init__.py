@@ -79,7 +79,7 @@ def load_champ(cfg) -> Iterator[Record]:
     """
     import champ_dataset
 
-    from cft.answers import judge_free_text
+    from cft.answers import Grader
 
     ds = champ_dataset.load("v0")
     models, prompts = set(cfg.noisy_models), set(cfg.noisy_prompts)
@@ -87,8 +87,8 @@ def load_champ(cfg) -> Iterator[Record]:
     if not models <= known_models:
         raise DataError(f"dataset.noisy_models: {sorted(models - known_models)} not in CHAMP "
                         f"(known: {sorted(known_models)})")
+    kept = []
     for pid, problem in ds.problems.items():
-        solution = "\n".join(step.text for step in problem.solution.steps)
         for conv_key, conv in problem.conversations.items():
             model, setup = conv_key.split("|")
             if model not in models or setup not in prompts:
@@ -96,16 +96,21 @@ def load_champ(cfg) -> Iterator[Record]:
             turns = [m for m in conv.messages if m.role.startswith("Model.")]
             if len(turns) < 2 or turns[0].text is None or turns[-1].text is None:
                 continue  # truncated conversations (error LENGTH_*) have no usable answer
-            yield Record(
-                id=f"{pid}|{conv_key}",
-                question=problem.text,
-                reference_answer=problem.answer,
-                reference_solution=solution,
-                noisy_response=turns[0].text,
-                noisy_source=f"champ:{conv_key}",
-                response_correct=judge_free_text(turns[-1].text, problem.answer, question=problem.text),
-                extra={"summary": turns[-1].text, "category": problem.category},
-            )
+            kept.append((pid, problem, conv_key, turns))
+    with Grader() as grader:  # the judge runs sympy: under the grader's hard per-item timeout
+        judged = grader.judge_free_text((turns[-1].text, problem.answer, problem.text) for _, problem, _, turns in kept)
+    for (pid, problem, conv_key, turns), correct in zip(kept, judged):
+        solution = "\n".join(step.text for step in problem.solution.steps)
+        yield Record(
+            id=f"{pid}|{conv_key}",
+            question=problem.text,
+            reference_answer=problem.answer,
+            reference_solution=solution,
+            noisy_response=turns[0].text,
+            noisy_source=f"champ:{conv_key}",
+            response_correct=correct,
+            extra={"summary": turns[-1].text, "category": problem.category},
+        )
 
 
 _WEBINSTRUCT_INPUT = re.compile(r"\AQuestion:\n(?P<q>.*?)\n\nSolution:\n(?P<r>.*)\Z", re.S)

@@ -56,6 +56,8 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     model = tokenizer = None
     results = {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One worker pool (and answer cache) for every benchmark of this call; closed below, or when collected.
+    grader = Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers, checker=cfg.eval.checker)
     for bench in map(get_benchmark, benchmarks):  # names were checked in cft.config.validate
         name = bench.name
         items = bench.load(cfg.paths.benchmarks, limit)
@@ -85,10 +87,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
             completions = [store.get(f"{name}:{i}")["completion"] for i in range(len(items))]
         gen_s = time.time() - t0
         extracted, rules = zip(*(extract_with_rule(c, name) for c in completions)) if completions else ((), ())
-        with Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers,
-                    checker=cfg.eval.checker) as grader:
-            verdicts = grader.grade([(p, it["reference"], it["answer_type"])
-                                     for p, it in zip(extracted, items)])
+        verdicts = grader.grade([(p, it["reference"]) for p, it in zip(extracted, items)])
         rows = [{"idx": it["idx"], "question": it["question"], "prompt": pr, "completion": c,
                  "prediction": p, "extraction_rule": rule, "reference": it["reference"], "verdict": str(v.value if hasattr(v, "value") else v),
                  "correct": v == Verdict.EQUAL}
@@ -101,6 +100,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
                          # Which extraction rule found each answer, and how many of those were right.
                          "extraction_rules": dict(Counter(r["extraction_rule"] for r in rows)),
                          "correct_by_rule": dict(Counter(r["extraction_rule"] for r in rows if r["correct"]))}
+    grader.close()
     write_json(out_dir / "results.json", {"model": model_path, "benchmarks": results})
     return results
 
