@@ -36,7 +36,7 @@ TOL_BF16_REL = 2e-2
 GPU_PLAN = dict(model="qwen2.5-1.5b", examples=128, loss_samples=8, warmup=3, steps=8, gen_items=32,
                 gen_batch_sizes=(8, 32), gen_max_new_tokens=256, pipeline_overrides=())
 SMOKE_PLAN = dict(model="tiny", examples=16, loss_samples=4, warmup=1, steps=2, gen_items=4, gen_batch_sizes=(2, 4),
-                  gen_max_new_tokens=8, micro_batch=4, cutoff=256,
+                  gen_max_new_tokens=8, micro_batch=4, cutoff=512,
                   pipeline_overrides=("dataset.limit=16", "method.max_steps=2", "method.save_steps=1",
                                       "method.cutoff_len=256", "eval.limit=2", "eval.max_new_tokens=16",
                                       "eval.benchmarks=[math-500]"))
@@ -220,7 +220,8 @@ def packed_loss(rep: Report, plan: dict, tiny: str, tokenizer, device: str) -> d
     from cft.train.throughput import packed_vs_single
 
     _, our_attn, _ = plan_kernels(device)
-    feats = features(tokenizer, plan["examples"], plan.get("cutoff", 2048))[0][:plan["loss_samples"]]
+    # At the recipe's cutoff (as on the GPU), so the samples differ in length.
+    feats = features(tokenizer, plan["loss_samples"], recipe()["cutoff_len"])[0]
     out = {"attn": our_attn, "tolerance": {"float32_abs": TOL_FP32_ABS, "bfloat16_rel": TOL_BF16_REL}}
     for dtype in (torch.bfloat16, torch.float32):
         model = make_model(plan, tiny, dtype, our_attn, device)
