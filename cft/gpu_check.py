@@ -1,6 +1,6 @@
 """One command that proves a GPU node, writing OUT/gpu_check.json and OUT/summary.md:
 
-    python -m cft.gpu_check OUT            # one H100/H200: Qwen2.5-1.5B (random, from config), ~5-8 min
+    python -m cft.gpu_check OUT            # one H100/H200: Qwen2.5-1.5B (random, from config); sized for < 8 min
     python -m cft.gpu_check OUT --smoke    # the CPU rehearsal CI runs: every step on `tiny`
 
 1. environment: GPU, versions, attention kernels, what `auto` picks, what was skipped and why;

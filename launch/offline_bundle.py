@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -92,7 +93,9 @@ def build(out: Path, python_version: str, platforms: list[str], node_has: set[st
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.whl"):
         old.unlink()
-    # The project's wheel; with setuptools at hand no build environment is downloaded.
+    # The project's wheel; with setuptools at hand no build environment is downloaded. A stale
+    # build/ would put files of earlier builds into the wheel.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     pip("wheel", "-q", "--no-deps", *(["--no-build-isolation"] if _has_setuptools() else []), str(ROOT),
         "-w", str(out))
     env = target_env(python_version)
