@@ -127,3 +127,19 @@ def test_offline_bundle_installs_without_index_and_runs_the_smoke_check(tmp_path
     out = tmp_path / "check"
     sh(py, "-m", "cft.gpu_check", str(out), "--smoke", cwd=tmp_path)
     _check_json(out)
+
+
+def test_a_run_needing_a_missing_extra_stops_at_once_naming_it(compose, monkeypatch):
+    """The bundle leaves out the optional extras: a run that needs one says which, before any work."""
+    import importlib.util
+
+    from cft.config import ConfigError
+    from cft.pipeline import check_packages
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "openai") else real(name, *a))
+    check_packages(compose(["+experiment=gpu-check"]))  # the GPU check's run needs none of them
+    with pytest.raises(ConfigError, match=r"cft\[wandb\]"):
+        check_packages(compose(["tracking.mode=offline"]))
+    with pytest.raises(ConfigError, match=r"cft\[api\]"):
+        check_packages(compose(["teacher=openai", "teacher.model=m", "teacher.base_url=http://x"]))
