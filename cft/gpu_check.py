@@ -106,8 +106,9 @@ def environment(rep: Report, device: str) -> dict:
         "recipe_7b": recipe(),
     }
     if not has("flash_attn"):
-        rep.skip("flash_attention_2", "flash-attn is not installed: packing uses flex_attention (PyTorch) instead; "
-                                      "model.attn_implementation=auto picks sdpa here (and so padded batches)")
+        rep.skip("flash_attention_2", "flash-attn is not installed: " + (
+            "our packed recipe uses flex_attention (PyTorch) instead" if cuda else plan_kernels(device)[2])
+            + f"; model.attn_implementation=auto picks {auto_attn} here (and so padded batches)")
     return env
 
 
