@@ -41,7 +41,7 @@ def build(args):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cft.train.model import load_tokenizer
+    from cft.models import load_tokenizer
     from cft.train.throughput import QWEN25_15B, random_model
 
     dtype = getattr(torch, args.dtype)

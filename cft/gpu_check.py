@@ -85,7 +85,7 @@ def environment(rep: Report, device: str) -> dict:
     import torch
     import transformers
 
-    from cft.train.model import attn_implementation
+    from cft.models import attn_implementation
     from cft.train.packing import packing_enabled
 
     cuda = device == "cuda"
@@ -123,7 +123,7 @@ def plan_kernels(device: str) -> tuple[str, str, str]:
 
 
 def load_tiny(cache: str):
-    from cft.train.model import load_tokenizer
+    from cft.models import load_tokenizer
     from cft.train.throughput import tiny_source
 
     source = tiny_source(cache)
@@ -280,7 +280,7 @@ def generation(rep: Report, plan: dict, tiny: str, tokenizer, device: str, out_d
     from cft.benchmarks import SHIPPED, get_benchmark
     from cft.eval.generate import generate_transformers, generate_vllm
     from cft.eval.prompts import eval_prompt
-    from cft.train.model import attn_implementation
+    from cft.models import attn_implementation
 
     items = get_benchmark("math-500").load(SHIPPED, plan["gen_items"])
     prompts = [eval_prompt("qwen25-math-cot", it["question"]) for it in items]

@@ -49,7 +49,7 @@ def check_packages(cfg: DictConfig) -> None:
     extras = {  # (package, extra): used by this run?
         ("openai", "api"): "critique" in cfg.stages and cfg.teacher.backend in ("openai", "vllm"),
         ("wandb", "wandb"): cfg.tracking.mode != "disabled",
-        ("datasets", "hub"): "data" in cfg.stages and cfg.dataset.loader != "champ",  # cft/data/loaders.py
+        ("datasets", "hub"): "data" in cfg.stages and cfg.dataset.loader != "champ",  # cft/datasets
     }
     for (package, extra), used in extras.items():
         if used and importlib.util.find_spec(package) is None:

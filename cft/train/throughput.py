@@ -33,18 +33,15 @@ def peak_tflops(device_name: str | None) -> float | None:
 
 def cft_features(tokenizer, n: int, cutoff: int, template: str = "qwen") -> tuple[list[dict], str]:
     """n CFT training examples, tokenized prompt-masked exactly as the train stage does: CHAMP
-    records (conf/dataset/champ.yaml) with the reference teacher's critiques, rendered with
+    records (cft.datasets.champ_records: four models' 0-shot responses) with the reference
+    teacher's critiques, rendered with
     `template`. Returns (features, a sentence saying where they come from)."""
-    from omegaconf import OmegaConf
-
-    from cft.config import CONF_DIR
     from cft.critique.teachers import ReferenceTeacher
-    from cft.data.loaders import load_records
+    from cft.datasets import champ_records
     from cft.train.format import example, tokenize
 
-    dataset = OmegaConf.load(CONF_DIR / "dataset" / "champ.yaml")
     teacher, feats = ReferenceTeacher(None, {}), []
-    for rec in load_records(dataset):
+    for rec in champ_records():
         rec = rec.to_dict()
         critique, finish = teacher._critique(rec)
         if finish != "stop":
@@ -57,7 +54,7 @@ def cft_features(tokenizer, n: int, cutoff: int, template: str = "qwen") -> tupl
         if len(feats) == n:
             break
     source = (f"{len(feats)} CFT examples (critique target): CHAMP records + reference-teacher critiques "
-              f"(conf/dataset/champ.yaml, teacher=reference), '{template}' template, cutoff {cutoff}, "
+              f"(cft.datasets.champ_records, teacher=reference), '{template}' template, cutoff {cutoff}, "
               f"tokenized by the tiny BPE tokenizer (2048 ids, trained on CHAMP; Qwen's own tokenizer "
               f"is not available offline, so token counts differ from Qwen's)")
     return feats, source
@@ -182,7 +179,7 @@ def tiny_source(cache) -> str:
     from omegaconf import OmegaConf
 
     from cft.config import CONF_DIR
-    from cft.train.tiny import build_tiny
+    from cft.tiny import build_tiny
 
     arch = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "tiny.yaml").model.arch)
     return str(build_tiny(arch, cache))
