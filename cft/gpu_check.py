@@ -279,7 +279,7 @@ def generation(rep: Report, plan: dict, tiny: str, tokenizer, device: str, out_d
 
     from cft.benchmarks import SHIPPED, get_benchmark
     from cft.eval.generate import generate_transformers, generate_vllm
-    from cft.eval.prompts import eval_prompt
+    from cft.templates import eval_prompt
     from cft.models import attn_implementation
 
     items = get_benchmark("math-500").load(SHIPPED, plan["gen_items"])
