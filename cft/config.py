@@ -261,7 +261,18 @@ TARGETS = ("critique", "response", "teacher_solution")
 KEEPS = ("all", "verified")
 
 
-PROJECT_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+def _conf_dir():
+    """The Hydra config: cft/conf in an installed wheel (setup.py copies it there), else the
+    checkout's conf/ (an editable install, or running from the repo)."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf" / "config.yaml").exists() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
+# The directory that holds conf/: the checkout, or the installed cft package.
+PROJECT_ROOT = CONF_DIR.parent
 
 
 def register_configs() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cft.config import register_configs
+from cft.config import CONF_DIR, register_configs
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from cft.pipeline import run
 

@@ -46,6 +46,14 @@ def check_packages(cfg: DictConfig) -> None:
     hours later when a sweep reaches its eval stage."""
     import importlib.util
 
+    extras = {  # (package, extra): used by this run?
+        ("openai", "api"): "critique" in cfg.stages and cfg.teacher.backend in ("openai", "vllm"),
+        ("wandb", "wandb"): cfg.tracking.mode != "disabled",
+        ("datasets", "hub"): "data" in cfg.stages and cfg.dataset.loader != "champ",  # cft/datasets
+    }
+    for (package, extra), used in extras.items():
+        if used and importlib.util.find_spec(package) is None:
+            raise ConfigError(f'this run needs {package}, which is not installed: pip install "cft[{extra}]"')
     if importlib.util.find_spec("vllm") is not None:
         return
     uses = {"eval.backend": "eval" in cfg.stages and cfg.eval.backend == "vllm",

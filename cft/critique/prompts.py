@@ -6,7 +6,9 @@ from pathlib import Path
 
 import yaml
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "conf" / "prompts"
+from cft.config import CONF_DIR
+
+PROMPTS_DIR = CONF_DIR / "prompts"
 
 
 @dataclass(frozen=True)

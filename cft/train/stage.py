@@ -123,7 +123,6 @@ def training_args(cfg, paths: RunPaths, world_size: int, use_cpu: bool):
 
 def run(cfg, paths: RunPaths) -> dict:
     import torch
-    from datasets import Dataset
     from transformers import Trainer
 
     from cft import distributed
@@ -140,7 +139,7 @@ def run(cfg, paths: RunPaths) -> dict:
     features = [tokenize(ex, tokenizer, cfg.model.train_template, cfg.method.cutoff_len)
                 for ex in examples]
     n_truncated = sum(f.pop("truncated") for f in features)
-    dataset = Dataset.from_list(features)
+    dataset = features  # a list is a map-style dataset to the Trainer (no `datasets` needed)
 
     use_cpu = not torch.cuda.is_available()
     # Before the model: with ZeRO-3, TrainingArguments(deepspeed=...) makes from_pretrained
