@@ -29,6 +29,9 @@ class ModelConfig:
     # "auto": flash_attention_2 when flash-attn is importable on a GPU, else sdpa.
     attn_implementation: str = "auto"
     trust_remote_code: bool = False
+    # Weights policy: "safetensors" (default: loading runs no pickle); "bin" only for a model that
+    # ships nothing else (DeepSeek-Math), loaded with torch.load(weights_only=True).
+    weights: str = "safetensors"
     per_device_batch_size: int = 8
     gradient_checkpointing: bool = True
     # Micro-batch layout (cft/train/packing.py). "packed": padding-free, one row of concatenated
@@ -177,6 +180,20 @@ class EvalConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """vLLM engine settings, shared by every vLLM use: eval.backend=vllm, teacher=vllm and
+    dataset.noisy_generator_backend=vllm (cft/generation.py)."""
+    # 0 = every visible GPU (the official evaluation shards a model over all of them).
+    tensor_parallel_size: int = 0
+    gpu_memory_utilization: float = 0.9
+    # null = the model's own context length.
+    max_model_len: Optional[int] = None
+    # auto = the checkpoint's torch_dtype; float32 for exact agreement with transformers.
+    dtype: str = "auto"
+    seed: int = 0
+
+
+@dataclass
 class TrackingConfig:
     # disabled | offline | online  (W&B); metrics.jsonl is always written.
     mode: str = "disabled"
@@ -201,6 +218,7 @@ class CFTConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))

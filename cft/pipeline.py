@@ -65,6 +65,63 @@ def stage_fn(stage: str):
     return import_module(module).run
 
 
+# Stages run in a child process of their own: evaluation must never share a process with
+# training (DeepSpeed's global ZeRO-3 state, torch.distributed, torchrun's environment, the
+# CUDA caching allocator's memory), and vLLM needs a clean process to start (issue #13).
+IN_CHILD = ("eval",)
+# What torchrun / srun / accelerate put in the environment; the child sees none of it.
+_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                    "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR",
+                    "MASTER_PORT", "NODE_RANK")
+_DISTRIBUTED_PREFIXES = ("TORCHELASTIC_", "ACCELERATE_", "PET_")
+
+
+def child_env(environ=os.environ) -> dict:
+    """The environment of a stage's child process: ours minus every distributed variable."""
+    return {k: v for k, v in environ.items()
+            if k not in _DISTRIBUTED_ENV and not k.startswith(_DISTRIBUTED_PREFIXES)}
+
+
+def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths) -> dict:
+    """Run `stage` as `python -m cft.pipeline STAGE CONFIG RESULT` and return its summary; its
+    output goes to ours."""
+    import sys
+
+    config = paths.stages_dir / f"{stage}.config.yaml"
+    result = paths.stages_dir / f"{stage}.result.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    result.unlink(missing_ok=True)
+    with atomic_open(config) as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    env = child_env()
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-m", "cft.pipeline", stage, str(config), str(result)], env=env)
+    if proc.returncode != 0 or not result.exists():
+        raise RuntimeError(f"stage {stage} failed in its own process (exit code {proc.returncode}); "
+                           f"its output is above")
+    return read_json(result)
+
+
+def release_training() -> None:
+    """After the data-parallel train stage, on every rank: drop the process group (nothing
+    waits on NCCL/gloo while rank 0 evaluates; the other ranks then exit) and return cached GPU
+    memory, so the evaluation child finds the GPUs free."""
+    import gc
+    import sys
+
+    gc.collect()
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def fingerprint(cfg: DictConfig, stage: str, upstream: str) -> str:
     parts = {key: OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
              if OmegaConf.is_config(OmegaConf.select(cfg, key)) else OmegaConf.select(cfg, key)
@@ -102,7 +159,7 @@ def run(cfg: DictConfig) -> dict:
         write_json(paths.run_info, {**git_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "world_size": world_size})
 
-    summary, upstream = {}, ""
+    summary, upstream, released = {}, "", False
     with track(cfg, paths):  # W&B run on rank 0 when tracking.mode allows; id kept in the run dir
         for stage in STAGES:
             fp = fingerprint(cfg, stage, upstream)
@@ -110,6 +167,9 @@ def run(cfg: DictConfig) -> dict:
             if stage not in cfg.stages:
                 continue
             marker = paths.stage_done(stage)
+            if world_size > 1 and stage != "train" and "train" in summary and not released:
+                release_training()  # once, after the data-parallel stage
+                released = True
             if world_size > 1 and stage != "train" and not is_rank_zero():
                 # Only rank 0 runs the single-process stages; other ranks wait for data/critique.
                 if stage in ("data", "critique"):
@@ -128,10 +188,19 @@ def run(cfg: DictConfig) -> dict:
             check_inputs(cfg, paths, stage)
             print(f"[cft] stage {stage}: running")
             t0 = time.time()
-            result = stage_fn(stage)(cfg, paths)
+            result = run_in_child(stage, cfg, paths) if stage in IN_CHILD else stage_fn(stage)(cfg, paths)
             elapsed = round(time.time() - t0, 2)
             print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
             if is_rank_zero():
                 write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
             summary[stage] = result
     return summary
+
+
+if __name__ == "__main__":
+    # The child of run_in_child: `python -m cft.pipeline STAGE CONFIG RESULT`.
+    import sys
+
+    _stage, _config, _result = sys.argv[1:4]
+    _cfg = OmegaConf.load(_config)
+    write_json(Path(_result), stage_fn(_stage)(_cfg, RunPaths.of(_cfg.run_dir)) or {})

@@ -81,7 +81,7 @@ def run(cfg, paths: RunPaths) -> dict:
             paths.critique_ledger, cfg.teacher.price_prompt_per_mtok,
             cfg.teacher.price_completion_per_mtok,
         ) as ledger:
-            teacher = build_teacher(cfg.teacher, {r["id"]: r for r in records})
+            teacher = build_teacher(cfg.teacher, {r["id"]: r for r in records}, cfg.vllm)
             teacher_stats = teacher.generate(requests, store, ledger) or {}
             results = [store.get(req.key) for req in requests]
             ledger_totals = ledger.totals()
