@@ -176,11 +176,13 @@ def visible_gpus() -> int:
 def vllm_engine_args(vllm_cfg, source: str, tokenizer_source: str | None = None,
                      trust_remote_code: bool = False) -> dict:
     """LLM(...) / `vllm serve` arguments from the shared `vllm` config block."""
-    tp = int(vllm_cfg.tensor_parallel_size) or max(1, visible_gpus())
+    gpus = visible_gpus()
+    eager = getattr(vllm_cfg, "enforce_eager", None)
     args = {"model": source, "tokenizer": tokenizer_source or source,
-            "tensor_parallel_size": tp, "dtype": vllm_cfg.dtype, "seed": int(vllm_cfg.seed),
-            "trust_remote_code": trust_remote_code}
-    if visible_gpus():
+            "tensor_parallel_size": int(vllm_cfg.tensor_parallel_size) or max(1, gpus),
+            "dtype": vllm_cfg.dtype, "seed": int(vllm_cfg.seed), "trust_remote_code": trust_remote_code,
+            "enforce_eager": bool(gpus == 0 if eager is None else eager)}
+    if gpus:
         args["gpu_memory_utilization"] = float(vllm_cfg.gpu_memory_utilization)
     if vllm_cfg.max_model_len:
         args["max_model_len"] = int(vllm_cfg.max_model_len)

