@@ -6,7 +6,8 @@ not the test (issue #13); what must hold is:
   - the same prompt token ids (BOS included) reach both: checked against vLLM's own record of
     the prompt it ran;
   - the same tokens, teacher-forced, get the same per-token log-probs (vLLM prompt_logprobs
-    vs a transformers forward pass): the max absolute difference is printed.
+    vs a transformers forward pass): prompt + the tokens vLLM generated (before the stop id and
+    the cut); the max absolute difference is printed, overall and over generated tokens.
 Also printed: the share of identical completions, their mean common prefix (characters), the
 accuracy of each backend and problems/s of each (generation only, engine start excluded; the
 ratio vLLM / transformers is measured in this process).
@@ -92,15 +93,19 @@ def main() -> None:
         t0 = time.perf_counter()
         vl_out = dict(vl.generate(ids, args.max_new_tokens))
         vl_s = time.perf_counter() - t0
-        seen = [o.prompt_token_ids for o in vl.llm.generate([{"prompt_token_ids": p} for p in ids],
-                                                             vl._params(1), use_tqdm=False)]
+        # the raw generated tokens (before the stop id and the cut): what gets teacher-forced
+        runs = vl.llm.generate([{"prompt_token_ids": p} for p in ids], vl._params(args.max_new_tokens),
+                               use_tqdm=False)
+        seen = [o.prompt_token_ids for o in runs]
+        generated = [list(o.outputs[0].token_ids) for o in runs]
         # what vLLM makes of the same prompt *text* (the old path): BOS or not, its tokenizer
         from_text = [o.prompt_token_ids for o in vl.llm.generate(texts, vl._params(1), use_tqdm=False)]
-        diffs = []
-        for i, p in enumerate(ids):
-            full = p + hf.tokenizer(hf_out[i], add_special_tokens=False)["input_ids"]
-            a, b = hf.token_logprobs(full, 1), vl.token_logprobs(full, 1)
-            diffs.append(max(abs(x - y) for x, y in zip(a, b)))
+        diffs, gen_diffs = [], []
+        for p, g in zip(ids, generated):
+            a, b = hf.token_logprobs(p + g, 1), vl.token_logprobs(p + g, 1)
+            d = [abs(x - y) for x, y in zip(a, b)]
+            diffs.append(max(d))
+            gen_diffs.append(max(d[len(p) - 1:], default=0.0))
     finally:
         vl.close()
 
@@ -111,7 +116,10 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "identical_prompt_ids": sum(list(s) == p for s, p in zip(seen, ids)) / n,
         "vllm_text_tokenization_matches": sum(list(s) == p for s, p in zip(from_text, ids)) / n,
+        "teacher_forced_tokens": sum(len(p) - 1 + len(g) for p, g in zip(ids, generated)),
+        "mean_generated_tokens": sum(map(len, generated)) / n,
         "max_logprob_diff": max(diffs),
+        "max_logprob_diff_generated_tokens": max(gen_diffs),
         "identical_completions": sum(a == b for a, b in zip(hf_c, vl_c)) / n,
         "mean_common_prefix_chars": sum(common_prefix(a, b) for a, b in zip(hf_c, vl_c)) / n,
         "mean_completion_chars": {"transformers": sum(map(len, hf_c)) / n, "vllm": sum(map(len, vl_c)) / n},
