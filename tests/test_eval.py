@@ -131,3 +131,13 @@ def test_zero3_torchrun_then_eval_in_its_own_process(tmp_path, cache_dir):
     assert json.loads(paths.critic_metrics.read_text())["n"] == 4
     assert (paths.stages_dir / "eval.result.json").is_file()
     assert paths.results.is_file()  # the report stage ran after it
+
+
+def test_eval_child_sees_no_distributed_environment():
+    from cft.pipeline import IN_CHILD, child_env
+
+    env = child_env({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1",
+                     "TORCHELASTIC_RUN_ID": "x", "ACCELERATE_USE_DEEPSPEED": "true", "CUDA_VISIBLE_DEVICES": "0,1",
+                     "CFT_CACHE": "/c"})
+    assert "eval" in IN_CHILD
+    assert env == {"CUDA_VISIBLE_DEVICES": "0,1", "CFT_CACHE": "/c"}  # every GPU stays visible to vLLM

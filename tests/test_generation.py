@@ -115,3 +115,21 @@ def test_transformers_stops_at_the_end_of_turn(tiny_source, tmp_path):
     gen = TransformersGenerator.load(str(model), cfg, batch_size=2)
     out = dict(gen.generate([prompt_ids(gen.tokenizer, p) for p in prompts], max_new_tokens=40))
     assert [out[i] for i in range(3)] == [ANSWER] * 3
+
+
+def test_vllm_settings_reach_the_engine_and_the_server():
+    from omegaconf import OmegaConf
+
+    from cft.config import VLLMConfig
+    from cft.generation import VLLMServer, visible_gpus, vllm_engine_args
+
+    cfg = OmegaConf.structured(VLLMConfig(tensor_parallel_size=0, max_model_len=4096, dtype="bfloat16", seed=3))
+    args = vllm_engine_args(cfg, "/m")
+    assert args["tensor_parallel_size"] == max(1, visible_gpus())  # 0 = every visible GPU
+    assert (args["max_model_len"], args["dtype"], args["seed"]) == (4096, "bfloat16", 3)
+    assert args["enforce_eager"] == (visible_gpus() == 0)
+    server = VLLMServer("/m", cfg, served_name="teacher")
+    server.port = 8123
+    cmd = " ".join(server.command())
+    assert "--port 8123 --served-model-name teacher" in cmd and "--max-model-len 4096" in cmd
+    assert "--tensor-parallel-size" in cmd and "--host 127.0.0.1" in cmd
