@@ -65,6 +65,20 @@ def export_slurm_env() -> bool:
     return True
 
 
+# What torchrun / srun / accelerate put in the environment for torch.distributed.
+_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                    "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR",
+                    "MASTER_PORT", "NODE_RANK")
+_DISTRIBUTED_PREFIXES = ("TORCHELASTIC_", "ACCELERATE_", "PET_")
+
+
+def single_process_env(environ=os.environ) -> dict:
+    """`environ` without any distributed variable: the environment of a child process that must
+    start as a single process (the evaluation stage after data-parallel training)."""
+    return {k: v for k, v in environ.items()
+            if k not in _DISTRIBUTED_ENV and not k.startswith(_DISTRIBUTED_PREFIXES)}
+
+
 def wait_for_marker(marker: Path, fingerprint: str, poll_s: float = 2.0,
                     timeout_s: float | None = None) -> dict:
     """Non-main ranks: block until the main process wrote `marker` with this fingerprint."""

@@ -278,12 +278,13 @@ def generation(rep: Report, plan: dict, tiny: str, tokenizer, device: str, out_d
     import torch
 
     from cft.benchmarks import SHIPPED, get_benchmark
-    from cft.eval.generate import generate_transformers, generate_vllm
-    from cft.templates import eval_prompt
+    from cft.config import VLLMConfig
+    from cft.generation import TransformersGenerator, VLLMGenerator, prompt_ids
     from cft.models import attn_implementation
+    from cft.templates import eval_prompt
 
     items = get_benchmark("math-500").load(SHIPPED, plan["gen_items"])
-    prompts = [eval_prompt("qwen25-math-cot", it["question"]) for it in items]
+    prompts = [prompt_ids(tokenizer, eval_prompt("qwen25-math-cot", it["question"])) for it in items]
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     attn = attn_implementation("auto")
     model = make_model(plan, tiny, dtype, attn, device)
@@ -292,12 +293,12 @@ def generation(rep: Report, plan: dict, tiny: str, tokenizer, device: str, out_d
     out = {"model": plan["model"], "items": len(prompts), "source": "math-500 (shipped), qwen25-math-cot prompts",
            "max_new_tokens": new, "attn": attn,
            "note": "random weights rarely stop early: each answer runs to about max_new_tokens", "transformers": {}}
-    list(generate_transformers(model, tokenizer, prompts[:2], 4, 2))  # warm-up, not timed
+    list(TransformersGenerator(model, tokenizer, batch_size=2).generate(prompts[:2], 4))  # warm-up, not timed
     for bs in plan["gen_batch_sizes"]:
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        n = sum(1 for _ in generate_transformers(model, tokenizer, prompts, new, bs))
+        n = sum(1 for _ in TransformersGenerator(model, tokenizer, batch_size=bs).generate(prompts, new))
         if device == "cuda":
             torch.cuda.synchronize()
         out["transformers"][f"batch_{bs}"] = {"problems_per_s": n / (time.perf_counter() - t0)}
@@ -306,7 +307,11 @@ def generation(rep: Report, plan: dict, tiny: str, tokenizer, device: str, out_d
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
         t0 = time.perf_counter()
-        n = sum(1 for _ in generate_vllm(str(path), prompts, new))
+        engine = VLLMGenerator(str(path), VLLMConfig())
+        try:
+            n = sum(1 for _ in engine.generate(prompts, new))
+        finally:
+            engine.close()
         out["vllm"] = {"problems_per_s": n / (time.perf_counter() - t0), "includes": "engine start-up"}
     else:
         why = "no CUDA device" if device != "cuda" else "vllm is not installed"

@@ -73,5 +73,14 @@ def load_model(source: str, model_cfg, fp32_master: bool = False):
     return AutoModelForCausalLM.from_pretrained(
         source, dtype=torch.float32 if fp32_master else torch_dtype(model_cfg),
         attn_implementation=attn_implementation(model_cfg.attn_implementation),
-        trust_remote_code=model_cfg.trust_remote_code, use_safetensors=True,
+        trust_remote_code=model_cfg.trust_remote_code, use_safetensors=uses_safetensors(model_cfg),
     )
+
+
+def uses_safetensors(model_cfg) -> bool:
+    """model.weights: safetensors by default; "bin" for a model that ships only pytorch_model*.bin
+    (transformers then loads them with torch.load(weights_only=True): tensors, no code)."""
+    weights = getattr(model_cfg, "weights", "safetensors")
+    if weights not in ("safetensors", "bin"):
+        raise ValueError(f"model.weights={weights!r}; known: safetensors, bin")
+    return weights == "safetensors"

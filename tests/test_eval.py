@@ -98,3 +98,47 @@ def test_unknown_benchmark_lists_the_known_ones():
 
     with pytest.raises(KeyError, match="eval.benchmarks: unknown benchmark 'math5000'.*gsm8k"):
         get_benchmark("math5000")
+
+
+@pytest.mark.slow
+def test_zero3_torchrun_then_eval_in_its_own_process(tmp_path, cache_dir):
+    """One torchrun command: 2-rank DeepSpeed ZeRO-3 training, then evaluation (critic included)
+    in a fresh child of rank 0 while rank 1 leaves. In-process, rank 0's from_pretrained entered
+    ZeRO-3's zero.Init and waited for rank 1 (gloo: "Connection closed by peer")."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CFT_CACHE": str(cache_dir),
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+         "-m", "cft.main", "deepspeed=zero3", "eval.limit=2", "eval.critic_limit=4", "eval.max_new_tokens=16",
+         "method.max_steps=2", "dataset.limit=32", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    paths = RunPaths.of(run_dir)
+    assert json.loads(paths.stage_done("train").read_text())["summary"]["world_size"] == 2
+    assert json.loads(paths.eval_results.read_text())["benchmarks"]["math-500"]["n"] == 2
+    assert json.loads(paths.critic_metrics.read_text())["n"] == 4
+    assert (paths.stages_dir / "eval.result.json").is_file()
+    assert paths.results.is_file()  # the report stage ran after it
+
+
+def test_eval_child_sees_no_distributed_environment():
+    from cft.distributed import single_process_env as child_env
+    from cft.pipeline import IN_CHILD
+
+    env = child_env({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1",
+                     "TORCHELASTIC_RUN_ID": "x", "ACCELERATE_USE_DEEPSPEED": "true", "CUDA_VISIBLE_DEVICES": "0,1",
+                     "CFT_CACHE": "/c"})
+    assert "eval" in IN_CHILD
+    assert env == {"CUDA_VISIBLE_DEVICES": "0,1", "CFT_CACHE": "/c"}  # every GPU stays visible to vLLM

@@ -76,11 +76,11 @@ def _generate(cfg, paths: RunPaths, records: list[dict], teachers: list, multi: 
         for t, reqs in jobs:
             if t.backend == "openai" and t.mode == "batch" and len(jobs) > 1:
                 with _ledger(paths, t) as ledger:
-                    submitted[t.name] = build_teacher(t, by_id, paths.critique_batches).generate(
+                    submitted[t.name] = build_teacher(t, by_id, paths.critique_batches, cfg.vllm).generate(
                         reqs, store, ledger, wait=False)["batches_created"]
         for t, reqs in jobs:
             with _ledger(paths, t) as ledger:
-                stats[t.name] = build_teacher(t, by_id, paths.critique_batches).generate(
+                stats[t.name] = build_teacher(t, by_id, paths.critique_batches, cfg.vllm).generate(
                     reqs, store, ledger) or {}
             if t.name in submitted:
                 stats[t.name]["batches_created"] += submitted[t.name]

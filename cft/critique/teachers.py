@@ -3,12 +3,11 @@
 - reference: offline; writes a critique from the reference answer/solution, its verdict
   decided by the answer checker. Lets the whole pipeline run with no key and no GPU.
 - openai: any OpenAI-compatible endpoint (cft/critique/api.py).
-- vllm: offline batched generation with a local model on GPU (optional extra).
+- vllm: a local model behind `vllm serve`, driven as an openai teacher (optional extra).
 - released: critiques a dataset already ships; handled by the stage, not a backend.
 """
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 from cft.critique.base import Request
@@ -67,37 +66,34 @@ class ReferenceTeacher:
 
 
 class VLLMTeacher:
-    """Batched offline generation with vLLM on a local GPU (pip install '.[vllm]')."""
+    """teacher=vllm: a local model served by `vllm serve` (cft.generation.VLLMServer, engine
+    settings from the `vllm` config block) and driven through the OpenAI-compatible client
+    (cft/critique/api.py), so a local teacher gets the same concurrency, result store, ledger
+    and retries as any endpoint, and its model's own chat template. The server runs in its own
+    process group and is stopped when generation ends. (pip install '.[vllm]')"""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, vllm_cfg=None):
+        self.cfg, self.vllm_cfg = cfg, vllm_cfg
         self.model = cfg.model
 
     def generate(self, requests: Sequence[Request], store: ResultStore, ledger: Ledger) -> dict:
-        from vllm import LLM, SamplingParams
+        from omegaconf import OmegaConf
 
-        todo = [r for r in requests if r.key not in store]
-        if not todo:
+        from cft.config import VLLMConfig
+        from cft.critique.api import OpenAITeacher
+        from cft.generation import VLLMServer
+
+        if all(r.key in store for r in requests):
             return {"done": 0, "skipped_cached": len(requests), "failed_permanently": 0}
-        llm = LLM(model=self.cfg.model, trust_remote_code=False)
-        params = SamplingParams(temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                max_tokens=self.cfg.max_tokens)
-        start = time.time()
-        outputs = llm.chat([r.messages for r in todo], params, use_tqdm=True)
-        for req, out in zip(todo, outputs):
-            gen = out.outputs[0]
-            store.append({"key": req.key, "text": gen.text, "finish_reason": gen.finish_reason,
-                          "model": self.model, "prompt_tokens": len(out.prompt_token_ids),
-                          "completion_tokens": len(gen.token_ids), "attempts": 1, "meta": req.meta})
-            ledger.record(key=req.key, attempt=1, status="ok",
-                          prompt_tokens=len(out.prompt_token_ids),
-                          completion_tokens=len(gen.token_ids))
-        return {"done": len(todo), "skipped_cached": len(requests) - len(todo),
-                "failed_permanently": 0, "elapsed_s": time.time() - start}
+        with VLLMServer(self.cfg.model, self.vllm_cfg or VLLMConfig()) as server:
+            cfg = OmegaConf.merge(OmegaConf.structured(self.cfg) if not OmegaConf.is_config(self.cfg) else self.cfg,
+                                  {"base_url": server.base_url, "api_key_env": ""})
+            return OpenAITeacher(cfg).generate(requests, store, ledger)
 
 
-def build_teacher(cfg, records_by_id: dict[str, dict], batch_log=None):
-    """The backend for one teacher config; `batch_log` (critique/batches.jsonl) for mode=batch."""
+def build_teacher(cfg, records_by_id: dict[str, dict], batch_log=None, vllm_cfg=None):
+    """The backend for one teacher config; `batch_log` (critique/batches.jsonl) for mode=batch,
+    `vllm_cfg` (the `vllm` block) for teacher=vllm."""
     if cfg.backend == "reference":
         return ReferenceTeacher(cfg, records_by_id)
     if cfg.backend == "openai" and getattr(cfg, "mode", "sync") == "batch":
@@ -109,5 +105,5 @@ def build_teacher(cfg, records_by_id: dict[str, dict], batch_log=None):
 
         return OpenAITeacher(cfg)
     if cfg.backend == "vllm":
-        return VLLMTeacher(cfg)
+        return VLLMTeacher(cfg, vllm_cfg)
     raise ValueError(f"teacher.backend={cfg.backend!r} has no generation backend")

@@ -41,39 +41,41 @@ def unique_questions(records: list[Record]) -> list[Record]:
     return list(unique.values())
 
 
-def generate_noisy_responses(records: list[Record], cfg, cache: str) -> list[Record]:
+def generator_model_cfg(name: str, cache: str):
+    """(weights directory, model config) of the noisy-response generator: the tiny model's own
+    config, or a pretrained model in bf16 on GPU (fp32 on CPU) with the default weights policy."""
     from omegaconf import OmegaConf
 
+    from cft.config import CONF_DIR, ModelConfig
+    from cft.models import model_source
+
+    if name == "tiny":
+        tiny = OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                               OmegaConf.load(CONF_DIR / "model" / "tiny.yaml").model)
+        return model_source(tiny, cache), tiny
+    return name, OmegaConf.structured(ModelConfig(name=name, path=name, dtype="bfloat16"))
+
+
+def generate_noisy_responses(records: list[Record], cfg, cache: str, vllm_cfg=None) -> list[Record]:
+    """One greedy response per distinct question from `cfg.noisy_generator`, through the
+    shared generator (cft.generation): same stop ids, stop strings and cut as evaluation."""
+    from cft.config import VLLMConfig
     from cft.templates import eval_prompt
+    from cft.generation import build_generator, prompt_ids
 
     records = unique_questions(records)
-    prompts = [eval_prompt(cfg.noisy_generator_template, r.question) for r in records]
     name = cfg.noisy_generator
-    if name == "tiny":
-        from cft.config import PROJECT_ROOT
-        from cft.models import model_source
-
-        tiny = OmegaConf.load(PROJECT_ROOT / "conf" / "model" / "tiny.yaml").model
-        source = model_source(tiny, cache)
-    else:
-        source = name
-    if cfg.noisy_generator_backend == "vllm":
-        from cft.eval.generate import generate_vllm
-
-        completions = dict(generate_vllm(source, prompts, cfg.noisy_max_new_tokens))
-    else:
-        from cft.eval.generate import generate_transformers
-        from cft.models import load_tokenizer
-
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        tokenizer = load_tokenizer(source)
-        model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False)
-        model = model.cuda() if torch.cuda.is_available() else model
-        completions = dict(generate_transformers(model, tokenizer, prompts,
-                                                 cfg.noisy_max_new_tokens, batch_size=16))
-    correct = _correctness([completions[i] for i in range(len(records))], [r.reference_answer for r in records])
+    source, model_cfg = generator_model_cfg(name, cache)
+    gen = build_generator(cfg.noisy_generator_backend, source, model_cfg, vllm_cfg or VLLMConfig(),
+                          batch_size=16)
+    try:
+        # BOS as the generator's evaluation family expects it (DeepSeek prompts open with BOS).
+        bos = cfg.noisy_generator_template == "deepseek-math"
+        prompts = [prompt_ids(gen.tokenizer, eval_prompt(cfg.noisy_generator_template, r.question), bos)
+                   for r in records]
+        completions = dict(gen.generate(prompts, cfg.noisy_max_new_tokens))
+    finally:
+        gen.close()
     out = []
     for i, rec in enumerate(records):
         out.append(Record(

@@ -39,14 +39,16 @@ def critic_metrics(rows: list[dict]) -> dict:
             "no_verdict": sum(r["verdict"] is None for r in rows)}
 
 
-def evaluate_critic(cfg, model, tokenizer, paths: RunPaths, exclude_ids: set[str]) -> dict:
-    from cft.eval.generate import generate_transformers
+def evaluate_critic(cfg, generator, paths: RunPaths, exclude_ids: set[str]) -> dict:
+    """Critiques from `generator` (cft.generation) on held-out pairs, scored by their verdicts."""
+    from cft.generation import prepends_bos, prompt_ids
 
     pairs = heldout_pairs(cfg, exclude_ids, cfg.eval.critic_limit)
-    prompts = [render({"prompt": cft_prompt(p), "target": ""}, cfg.model.train_template,
-                      bos_token=tokenizer.bos_token)[0] for p in pairs]
-    completions = dict(generate_transformers(model, tokenizer, prompts, cfg.eval.max_new_tokens,
-                                             cfg.eval.batch_size))
+    prompts = [render({"prompt": cft_prompt(p), "target": ""},
+                      cfg.model.train_template)[0] for p in pairs]
+    bos = prepends_bos(generator.tokenizer, cfg.model.train_template)
+    ids = [prompt_ids(generator.tokenizer, p, bos) for p in prompts]
+    completions = dict(generator.generate(ids, cfg.eval.max_new_tokens))
     rows = [{"id": p["id"], "truth": p["response_correct"], "critique": completions[i],
              "verdict": parse_verdict(completions[i])} for i, p in enumerate(pairs)]
     write_jsonl(paths.eval_dir / "critic.jsonl", rows)

@@ -28,22 +28,28 @@ def model_under_test(cfg, paths: RunPaths) -> str:
     return model_source(cfg.model, cfg.paths.cache)
 
 
-_LOADED: dict = {}  # (model_path, tokenizer_path) -> (model, tokenizer): the last one loaded
+_GENERATOR: dict = {}  # {"key": (model_path, tokenizer_path), "gen": the generator}
 
 
-def _load(cfg, model_path: str, tokenizer_path: str | None = None):
-    """The model and tokenizer, loaded once: the benchmarks and the critic eval share them."""
-    import torch
-
-    from cft.models import load_model, load_tokenizer
+def generator(cfg, model_path: str, tokenizer_path: str | None = None):
+    """The stage's generator for `model_path`, built once and shared by every benchmark and the
+    critic eval; asking for another model (checkpoint selection) closes the previous one first,
+    so one model or engine is in memory at a time."""
+    from cft.generation import build_generator
 
     key = (model_path, tokenizer_path)
-    if key not in _LOADED:
-        _LOADED.clear()  # one model in memory at a time (checkpoint selection walks several)
-        tokenizer = load_tokenizer(tokenizer_path or model_path, cfg.model.trust_remote_code)
-        model = load_model(model_path, cfg.model)
-        _LOADED[key] = ((model.cuda() if torch.cuda.is_available() else model), tokenizer)
-    return _LOADED[key]
+    if _GENERATOR.get("key") != key:
+        close_generator()
+        _GENERATOR.update(key=key, gen=build_generator(cfg.eval.backend, model_path, cfg.model, cfg.vllm,
+                                                       tokenizer_path, cfg.eval.batch_size))
+    return _GENERATOR["gen"]
+
+
+def close_generator() -> None:
+    gen = _GENERATOR.pop("gen", None)
+    _GENERATOR.clear()
+    if gen is not None:
+        gen.close()
 
 
 def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
@@ -53,7 +59,6 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
 
     benchmarks = list(benchmarks or cfg.eval.benchmarks)
     limit = cfg.eval.limit if limit is None else limit
-    model = tokenizer = None
     results = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     # One worker pool (and answer cache) for every benchmark of this call; closed below, or when collected.
@@ -67,20 +72,12 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
         with ResultStore(progress) as store:
             todo = [i for i in range(len(items)) if f"{name}:{i}" not in store]
             if todo:
-                if cfg.eval.backend == "vllm":
-                    from cft.eval.generate import generate_vllm
+                from cft.generation import prepends_bos, prompt_ids
 
-                    gen = ((todo[j], text) for j, text in generate_vllm(
-                        model_path, [prompts[i] for i in todo], cfg.eval.max_new_tokens,
-                        cfg.model.trust_remote_code))
-                else:
-                    from cft.eval.generate import generate_transformers
-
-                    if model is None:
-                        model, tokenizer = _load(cfg, model_path, tokenizer_path)
-                    gen = ((todo[j], text) for j, text in generate_transformers(
-                        model, tokenizer, [prompts[i] for i in todo], cfg.eval.max_new_tokens,
-                        cfg.eval.batch_size))
+                gen = generator(cfg, model_path, tokenizer_path)
+                bos = prepends_bos(gen.tokenizer, cfg.model.train_template)
+                ids = [prompt_ids(gen.tokenizer, prompts[i], bos) for i in todo]
+                gen = ((todo[j], text) for j, text in gen.generate(ids, cfg.eval.max_new_tokens))
                 for i, text in gen:
                     store.append({"key": f"{name}:{i}", "completion": text,
                                   "time": time.time()})
@@ -134,7 +131,7 @@ def run(cfg, paths: RunPaths) -> dict:
     try:
         return _run(cfg, paths)
     finally:
-        _LOADED.clear()  # shared within this stage only; a later stage may rewrite the weights
+        close_generator()  # shared within this stage only; a later stage may rewrite the weights
 
 
 def _run(cfg, paths: RunPaths) -> dict:
@@ -150,7 +147,6 @@ def _run(cfg, paths: RunPaths) -> dict:
         from cft.eval.critic import evaluate_critic
 
         trained_on = {r["id"] for r in read_jsonl(paths.records)} if paths.records.exists() else set()
-        model, tokenizer = _load(cfg, model_path, tokenizer_path)
-        critic = evaluate_critic(cfg, model, tokenizer, paths, trained_on)
+        critic = evaluate_critic(cfg, generator(cfg, model_path, tokenizer_path), paths, trained_on)
         summary["critic_accuracy"] = critic["accuracy"]
     return summary

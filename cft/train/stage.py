@@ -167,7 +167,9 @@ def run(cfg, paths: RunPaths) -> dict:
         for moved in ckpt.clean(paths.checkpoints, key):
             print(f"[cft] train: not resuming {moved}")
     last = ckpt.last_complete(paths.checkpoints, key)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+    # processing_class: every checkpoint-N/ holds the tokenizer, so vLLM (and anyone) can load a
+    # checkpoint as it is (checkpoint selection on vLLM failed without it: issue #13).
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=make_collator(packing, tokenizer.pad_token_id),
                       callbacks=[_metrics_callback(paths.metrics),
                                  ckpt.completion_callback(key, _keep(cfg), _tracker_run_id(paths))])
