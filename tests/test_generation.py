@@ -91,7 +91,8 @@ def test_pad_that_ends_the_turn_is_where_the_completion_ends(tiny_source, tmp_pa
 def test_eval_prompt_ids_open_like_training(tiny_source, tmp_path, template):
     """Issue #11 point 8: the leading tokens the model was trained with (BOS for DeepSeek) are
     the leading tokens both eval backends get."""
-    from cft.train.format import render, tokenize
+    from cft.templates import render
+    from cft.train.format import tokenize
     from cft.models import load_tokenizer
 
     tok = load_tokenizer(str(retokenized(tiny_source, tmp_path / "m", bos_token="<|endoftext|>")))
