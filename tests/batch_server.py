@@ -18,7 +18,6 @@ GET /stats: per custom_id how often it was submitted / answered / failed, the to
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -33,7 +32,7 @@ from dataclasses import asdict, dataclass, fields
 
 from aiohttp import web
 
-from openai_server import body_hash
+from openai_server import body_hash, serve_cli
 
 # A request whose messages contain this is answered with a 500 in the error file, every time.
 ALWAYS_ERROR = "[[always-error]]"
@@ -349,29 +348,7 @@ class BatchServerProcess:
 
 def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=0)
-    for f in fields(BatchServerOptions):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    args = vars(ap.parse_args(argv))
-    port = args.pop("port")
-    server = FakeBatchAPI(BatchServerOptions(**args))
-
-    async def run() -> None:
-        runner = web.AppRunner(server.app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
-        print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_cli(BatchServerOptions, FakeBatchAPI, argv, __doc__.splitlines()[0], port=0)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ class FakeOpenAI:
         })
 
 
-async def _serve(server: FakeOpenAI, port: int) -> tuple[web.AppRunner, int]:
+async def _serve(server, port: int) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(server.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -211,14 +211,16 @@ class ServerProcess:
 
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    for f in fields(ServerOptions):
+def serve_cli(options_cls, make_server, argv: list[str] | None, description: str, port: int = 8000) -> None:
+    """`python <server>.py [--port N] [--<option> V ...]`: one options dataclass, one aiohttp
+    server on 127.0.0.1 until Ctrl-C (shared by this server and batch_server.py)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--port", type=int, default=port, help="0 picks a free port")
+    for f in fields(options_cls):
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = vars(ap.parse_args(argv))
     port = args.pop("port")
-    server = FakeOpenAI(ServerOptions(**args))
+    server = make_server(options_cls(**args))
 
     async def run() -> None:
         runner, bound = await _serve(server, port)
@@ -232,6 +234,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run())
     except KeyboardInterrupt:
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve_cli(ServerOptions, FakeOpenAI, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
