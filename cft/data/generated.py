@@ -76,6 +76,7 @@ def generate_noisy_responses(records: list[Record], cfg, cache: str, vllm_cfg=No
         completions = dict(gen.generate(prompts, cfg.noisy_max_new_tokens))
     finally:
         gen.close()
+    correct = _correctness([completions[i] for i in range(len(records))], [r.reference_answer for r in records])
     out = []
     for i, rec in enumerate(records):
         out.append(Record(
