@@ -81,6 +81,8 @@ def stage_fn(stage: str):
 # training (DeepSpeed's global ZeRO-3 state, torch.distributed, torchrun's environment, the
 # CUDA caching allocator's memory), and vLLM needs a clean process to start (issue #13).
 IN_CHILD = ("eval",)
+
+
 def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths) -> dict:
     """Run `stage` as `python -m cft.pipeline STAGE CONFIG RESULT` and return its summary; its
     output goes to ours."""
