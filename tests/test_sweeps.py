@@ -52,7 +52,8 @@ def test_every_yaml_opens_with_a_description():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_cell_composes_and_validates(compose, experiment):
-    cluster = "slurm-cpu" if experiment.startswith("champ") else "slurm"
+    # CPU-sized grids go to CPU nodes; the GPU check is one command on one node, not a sweep.
+    cluster = {"champ-noisy-models": "slurm-cpu", "gpu-check": "local"}.get(experiment, "slurm")
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()

@@ -106,8 +106,12 @@ def test_faulty_server_every_key_exactly_once_and_ledger_matches_server(tmp_path
     assert statuses["retry:http_429"] == server["faults"]["429"] > 0
     assert statuses["retry:http_500"] == server["faults"]["500"] > 0
     assert statuses["retry:timeout"] >= server["faults"]["timeout"] > 0
-    assert totals["attempts"] - server["total_calls"] == \
-        statuses["retry:timeout"] - server["faults"]["timeout"]
+    # The attempts the server never saw are client-side failures: a timeout that fired before the
+    # server read the request, or a connection error (retry:<other reason>); never more than those.
+    connection = sum(n for status, n in statuses.items() if status.startswith("retry:")
+                     and status not in ("retry:http_429", "retry:http_500", "retry:timeout"))
+    unseen = totals["attempts"] - server["total_calls"]
+    assert 0 <= unseen <= statuses["retry:timeout"] - server["faults"]["timeout"] + connection
 
     # Truncated and verdict-less completions are stored (the stage rejects them), not retried.
     length = [r for r in rows if r["finish_reason"] == "length"]
