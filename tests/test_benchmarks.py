@@ -23,9 +23,15 @@ def test_every_registered_benchmark_loads_from_the_package():
                       "aime24": 30, "amc23": 40, "theoremqa": 800}
 
 
-def test_nothing_reads_a_sibling_shared_folder():
-    """A user's clone has nothing beside it: no code, config or test may reach for ../shared."""
+# The sibling folder the test sets were first copied from; spelled in pieces so that this file
+# does not itself name it.
+# `../shared` in a string, or `root.parent / "shared"` in a path expression.
+SIBLING = ("/".join(("..", "sha" + "red")), '"sha' + 'red"')
+
+
+def test_nothing_reads_a_sibling_folder():
+    """A user's clone has nothing beside it: no code, config or test may reach outside it."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     hits = [f for f in tracked.split() if f.endswith((".py", ".yaml", ".sh", ".toml"))
-            and f != "tests/test_benchmarks.py" and "shared/benchmarks" in (ROOT / f).read_text()]
+            and any(s in (ROOT / f).read_text() for s in SIBLING)]
     assert hits == []
