@@ -25,7 +25,7 @@ def test_every_registered_benchmark_loads_from_the_package():
 
 # The sibling folder the test sets were first copied from; spelled in pieces so that this file
 # does not itself name it.
-# `../shared` in a string, or `root.parent / "shared"` in a path expression.
+# the folder named in a string path, or quoted as one component of a Path expression.
 SIBLING = ("/".join(("..", "sha" + "red")), '"sha' + 'red"')
 
 
