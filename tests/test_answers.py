@@ -217,3 +217,24 @@ def test_value_reader_agrees_with_sympy_on_real_references():
     assert len(decided) > 100
     sample = [d for d in decided if d[2] == Verdict.EQUAL][:5] + [d for d in decided if d[2] != Verdict.EQUAL][:25]
     assert [(p, r, v) for p, r, v in sample if compare_sympy(p, r) != v] == []
+
+
+@pytest.mark.parametrize("pred, ref", [
+    ("0.006", "\\frac{dx}{dt}=kx-a"),                   # Minerva/TheoremQA equations against a number
+    ("5x-7y+11z+4=0", "\\frac{16}{5}"),
+    ("2", "m\\frac{dv}{dt}+bv=f"),
+])
+def test_an_equation_against_an_expression_is_settled_without_sympy(pred, ref):
+    from cft.answers.symbolic import compare_sympy
+
+    assert fast_check(pred, ref) == Verdict.DIFFERENT
+    assert compare_sympy(normalize(pred), normalize(ref)) == Verdict.DIFFERENT  # the slow path agrees
+    assert fast_check("5!=120", "3") is None and fast_check("x+y=1", "y+x=1") is None  # `!=`, two equations: sympy
+
+
+def test_undefined_functions_are_probed_like_symbols():
+    """`I(0)` (a value of an undefined function) gets sample values, so simplify is not needed."""
+    from cft.answers.symbolic import clearly_different, to_sympy
+
+    assert clearly_different(to_sympy("s^{2}+bs+1"), to_sympy("I(0)e^{-\\frac{t}{RC}}"))
+    assert not clearly_different(to_sympy("2I(0)"), to_sympy("I(0)+I(0)"))

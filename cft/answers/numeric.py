@@ -271,8 +271,36 @@ def _int_power(base: complex, exponent: complex) -> complex:
     return base ** n
 
 
+def _equation(s: str) -> tuple[str, str] | None:
+    """(lhs, rhs) of `lhs=rhs` with a single `=` outside brackets (not `!=`, `<=`, `:=`), else None."""
+    depth, at = 0, []
+    for i, ch in enumerate(s):
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "=":
+            if depth or s[i - 1:i] in ("!", "<", ">", ":", "\\") or s[i + 1:i + 2] == "=":
+                return None
+            at.append(i)
+    return (s[:at[0]], s[at[0] + 1:]) if len(at) == 1 else None
+
+
+def _readable(s: str) -> bool:
+    try:
+        _Reader(s, _SAMPLES[0]).read()
+    except (_Outside, ZeroDivisionError, OverflowError, ValueError, RecursionError):
+        return False
+    return True
+
+
 def decide(pred: str, ref: str) -> Verdict | None:
-    """EQUAL / DIFFERENT when both answers are plain expressions and their values settle it, else None."""
+    """EQUAL / DIFFERENT when both answers are plain expressions and their values settle it, else None.
+
+    An equation of two plain expressions against a plain expression is DIFFERENT without values:
+    latex2sympy reads the one as `Eq` and the other as an expression, which the slow path calls
+    different whatever they are. (Two equations, or anything not plain, go to sympy.)"""
+    p_eq, r_eq = _equation(pred), _equation(ref)
+    if p_eq or r_eq:
+        sides = (p_eq or (pred,)) + (r_eq or (ref,))
+        return Verdict.DIFFERENT if not (p_eq and r_eq) and all(map(_readable, sides)) else None
     values, symbolic = [], False
     try:
         for point in _SAMPLES:
