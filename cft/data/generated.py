@@ -12,6 +12,7 @@ from cft.records import RIGHT, UNKNOWN, WRONG, Record
 def _correctness(completions: list[str], references: list[str | None]) -> list[str]:
     """right / wrong / unknown per completion, graded in the Grader's workers under its hard timeout."""
     from cft.answers import Grader, Verdict, extract_answer
+    from cft.datasets.champ_judge import judge_free_text
 
     preds = [extract_answer(c, last_number=False) if ref else None for c, ref in zip(completions, references)]
     todo = [i for i, (p, ref) in enumerate(zip(preds, references)) if p is not None and ref]
@@ -19,7 +20,8 @@ def _correctness(completions: list[str], references: list[str | None]) -> list[s
         verdicts = dict(zip(todo, grader.grade([(preds[i], references[i]) for i in todo])))
         # A free-text reference (CHAMP) may not parse; fall back to the conservative judge.
         rest = [i for i in todo if verdicts[i] != Verdict.EQUAL]
-        judged = dict(zip(rest, grader.judge_free_text((preds[i], references[i], None) for i in rest)))
+        judged = dict(zip(rest, grader.run(judge_free_text, [(preds[i], references[i], None) for i in rest],
+                                           fallback=UNKNOWN)))
     out = []
     for i in range(len(completions)):
         if i not in verdicts:
