@@ -66,7 +66,7 @@ def has(module: str) -> bool:
 
 
 def recipe() -> dict:
-    """The settings the 7B recipe ships (conf/model/qwen2.5-7b.yaml + its method), read from the
+    """The settings the 7B recipe ships (model=qwen2.5-7b: conf/model/base/pretrained.yaml + its method), read from the
     config so this check cannot drift from it."""
     from cft.config import compose_config
 
