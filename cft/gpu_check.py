@@ -66,8 +66,8 @@ def has(module: str) -> bool:
 
 
 def recipe() -> dict:
-    """The settings the 7B recipe ships (model=qwen2.5-7b: conf/model/base/pretrained.yaml + its method), read from the
-    config so this check cannot drift from it."""
+    """The settings the 7B recipe ships (model=qwen2.5-7b, conf/model/base/pretrained.yaml, and its
+    method), read from the composed config so this check cannot drift from it."""
     from cft.config import compose_config
 
     cfg = compose_config(["model=qwen2.5-7b"])
