@@ -31,11 +31,9 @@ sys.path.insert(0, str(ROOT))
 def model_dir(name: str, cache: str) -> str:
     if name != "tiny":
         return name
-    from omegaconf import OmegaConf
+    from cft.throughput import tiny_source
 
-    from cft.models import model_source
-
-    return model_source(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml").model, cache)
+    return tiny_source(cache)
 
 
 def common_prefix(a: str, b: str) -> int:

@@ -44,7 +44,7 @@ def timed_grade(pairs, workers: int, timeout: float, checker: str):
 def judge_counts(limit: int | None) -> collections.Counter:
     import champ_dataset
 
-    from cft.answers import judge_free_text
+    from cft.datasets.champ_judge import judge_free_text
 
     counts: collections.Counter = collections.Counter()
     for problem in champ_dataset.load("v0").problems.values():

@@ -66,15 +66,11 @@ def has(module: str) -> bool:
 
 
 def recipe() -> dict:
-    """The settings the 7B recipe ships (conf/model/qwen2.5-7b.yaml + its method), read from the
-    config so this check cannot drift from it."""
-    from hydra import compose, initialize_config_dir
+    """The settings the 7B recipe ships (model=qwen2.5-7b, conf/model/base/pretrained.yaml, and its
+    method), read from the composed config so this check cannot drift from it."""
+    from cft.config import compose_config
 
-    from cft.config import CONF_DIR, register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=qwen2.5-7b"])
+    cfg = compose_config(["model=qwen2.5-7b"])
     return {"per_device_batch_size": int(cfg.model.per_device_batch_size), "cutoff_len": int(cfg.method.cutoff_len),
             "gradient_checkpointing": bool(cfg.model.gradient_checkpointing), "packing": cfg.model.packing,
             "attn_implementation": cfg.model.attn_implementation, "deepspeed": cfg.deepspeed.name,

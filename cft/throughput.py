@@ -175,11 +175,8 @@ def packed_vs_single(model, feats: list[dict], pad_id: int, device: str) -> dict
 
 
 def tiny_source(cache) -> str:
-    """The cached tiny model directory (built from conf/model/tiny.yaml on first use)."""
-    from omegaconf import OmegaConf
+    """The cached tiny model directory (built from the composed `model=tiny` config on first use)."""
+    from cft.config import compose_config
+    from cft.models import model_source
 
-    from cft.config import CONF_DIR
-    from cft.tiny import build_tiny
-
-    arch = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "tiny.yaml").model.arch)
-    return str(build_tiny(arch, cache))
+    return model_source(compose_config(["model=tiny"]).model, str(cache))

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cft.answers import judge_free_text
-from cft.answers.freetext import reference_values
+from cft.datasets.champ_judge import judge_free_text, reference_values
 
 
 @pytest.mark.parametrize("reference, kind", [

@@ -85,6 +85,8 @@ def test_validate_names_the_key(compose):
         validate(compose(["method.target=imitation"]))
     with pytest.raises(ConfigError, match="stages"):
         validate(compose(["stages=[data,trian]"]))
+    with pytest.raises(ConfigError, match="dataset.noisy_generator=tiny .* model=qwen2.5-7b is pretrained"):
+        validate(compose(["model=qwen2.5-7b", "dataset.noisy_generator=tiny"]))
 
 
 def test_sft_teacher_with_released_critiques_fails_naming_both(compose):

@@ -109,7 +109,7 @@ def test_generated_noisy_responses_record_their_generator(compose):
 
     cfg = compose(["dataset.noisy_generator=tiny", "dataset.noisy_max_new_tokens=8"])
     records = list(load_records(cfg.dataset))[:12]
-    out = generate_noisy_responses(records, cfg.dataset, cfg.paths.cache)
+    out = generate_noisy_responses(records, cfg.dataset, cfg.model, cfg.paths.cache)
     assert len(out) == len({r.question for r in records})  # one response per distinct question
     assert all(r.noisy_source == "generated:tiny" and r.extra["generator"] == "tiny" for r in out)
     assert all(isinstance(r.noisy_response, str) for r in out)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cft.answers import Grader, Verdict, check, fast_check
+from cft.datasets.champ_judge import judge_free_text
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 1.0
@@ -97,7 +98,7 @@ def test_free_text_judge_runs_behind_the_same_timeout():
              ("There are 29 strings.", "C(10, 5), or equivalently 252", None),
              ("The answer is $x^{99999998}$.", "x^99999999", None)]  # hangs in-process: 3**99999999
     with Grader(timeout=TIMEOUT, workers=1) as grader:
-        judged = grader.judge_free_text(items)
+        judged = grader.run(judge_free_text, items, fallback="unknown")
     assert judged == ["right", "wrong", "unknown"]
     assert grader.stats["killed"] == 1 and max(grader.durations) < TIMEOUT + 0.1
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cft.train.format import IGNORE_INDEX, example, tokenize
+from cft.throughput import per_sample_losses
 from cft.train.packing import make_collator, packing_enabled, prepare_model
 
 from test_train import cft_rows
@@ -19,18 +20,6 @@ def _features(tokenizer, n=6, cutoff=512):
     for f in feats:
         f.pop("truncated")
     return feats
-
-
-def _per_sample_losses(logits, labels, lengths):
-    """Mean CE over each sample's target tokens, from one row of logits/labels."""
-    import torch.nn.functional as F
-
-    out, start = [], 0
-    for n in lengths:
-        lg, lb = logits[start:start + n - 1], labels[start + 1:start + n]
-        out.append(F.cross_entropy(lg.float(), lb, ignore_index=IGNORE_INDEX).item())
-        start += n
-    return out
 
 
 def _model(tiny_source, attn):
@@ -55,9 +44,9 @@ def test_packed_losses_equal_one_by_one(tiny_source, tiny_tokenizer, attn):
     batch = make_collator(True, tiny_tokenizer.pad_token_id)(feats)
     assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
     with torch.no_grad():
-        packed = _per_sample_losses(model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]
+        packed = per_sample_losses(model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]
                                           ).logits[0], batch["labels"][0], lengths)
-        single = [_per_sample_losses(model(input_ids=torch.tensor([f["input_ids"]])).logits[0],
+        single = [per_sample_losses(model(input_ids=torch.tensor([f["input_ids"]])).logits[0],
                                      torch.tensor(f["labels"]), [len(f["input_ids"])])[0] for f in feats]
         # The whole-batch loss the Trainer sees equals the padded batch's.
         padded = make_collator(False, tiny_tokenizer.pad_token_id)(feats)
@@ -81,10 +70,10 @@ def test_a_kv_cache_breaks_packing_so_training_switches_it_off(tiny_source, tiny
     model.config.use_cache = True
     batch = make_collator(True, tiny_tokenizer.pad_token_id)(feats)
     with torch.no_grad():
-        leaky = _per_sample_losses(model(**{k: batch[k] for k in ("input_ids", "position_ids")}).logits[0],
+        leaky = per_sample_losses(model(**{k: batch[k] for k in ("input_ids", "position_ids")}).logits[0],
                                    batch["labels"][0], lengths)
         prepare_model(model)
-        exact = _per_sample_losses(model(**{k: batch[k] for k in ("input_ids", "position_ids")}).logits[0],
+        exact = per_sample_losses(model(**{k: batch[k] for k in ("input_ids", "position_ids")}).logits[0],
                                    batch["labels"][0], lengths)
     assert leaky[0] == pytest.approx(exact[0], abs=TOL)  # the first sample has nothing to leak from
     assert max(abs(a - b) for a, b in zip(leaky[1:], exact[1:])) > 1e-3

@@ -4,16 +4,14 @@
 - `check(prediction, reference)`: in-process `Verdict` (guarded, but may be slow on pathological input).
 - `fast_check(prediction, reference)`: `check`'s verdict where no sympy is needed, else None.
 - `Grader(timeout, workers, checker)`: cache -> fast path -> the full check in worker processes with
-  a hard per-pair timeout; `Grader.judge_free_text` runs the free-text judge under the same timeout.
-- `judge_free_text(summary, reference)`: conservative "right"/"wrong"/"unknown" for CHAMP's free text.
+  a hard per-pair timeout; `Grader.run(function, items, fallback)` runs a caller's own judge there too.
 
 Importing this package is cheap: sympy, latex2sympy and math-verify load only when a check runs.
 """
 from cft.answers.check import check, fast_check
 from cft.answers.extract import extract_answer, extract_with_rule
-from cft.answers.freetext import judge_free_text
 from cft.answers.grader import Grader
 from cft.answers.normalize import normalize
 from cft.answers.verdict import Verdict
 
-__all__ = ["Grader", "Verdict", "check", "fast_check", "extract_answer", "extract_with_rule", "judge_free_text", "normalize"]
+__all__ = ["Grader", "Verdict", "check", "fast_check", "extract_answer", "extract_with_rule", "normalize"]

@@ -2,12 +2,10 @@
 import logging
 
 from cft.answers.check import check
-from cft.answers.freetext import judge_free_text
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 for _pred, _ref in (("\\frac{1}{2}", "0.5"), ("x^2+1", "1+x^2"), ("(1,2)", "(1,2)"), ("\\sqrt{2}", "1.4142")):
     check(_pred, _ref)
-judge_free_text("The answer is $2^n$.", "2^(n-1)")
 try:
     from cft.answers.mathverify import check_math_verify
 

@@ -18,36 +18,36 @@ Workers are forked from a forkserver that has already imported and warmed up sym
 latex2sympy, so a replacement costs milliseconds, and a worker's deadline starts only once it is
 ready. The pool lives as long as the Grader: make one per evaluation run, not one per benchmark.
 
-CHAMP's free-text judge (`judge_free_text`) runs in the same workers under the same timeout.
+A caller's own judge (`Grader.run`: a module-level function, such as a dataset's free-text
+judge) runs in the same workers under the same timeout.
 """
 from __future__ import annotations
 
 import collections
 import multiprocessing as mp
 import os
+import pickle
 import time
 import weakref
 from multiprocessing.connection import Connection, wait
-from typing import Iterable
+from typing import Callable, Iterable
 
 from cft.answers.check import fast_check
 from cft.answers.verdict import Verdict
 
 CHECKERS = ("cft", "math-verify")
-FREE_TEXT = "free-text"
 _READY = "ready"
 _START_TIMEOUT_S = 120.0
 _MAX_CHUNK = 16
-# What a task of each kind answers when its worker overruns / raises.
-_ON_TIMEOUT = {"cft": Verdict.TIMEOUT.value, "math-verify": Verdict.TIMEOUT.value, FREE_TEXT: "unknown"}
-_ON_ERROR = {"cft": Verdict.UNPARSABLE.value, "math-verify": Verdict.UNPARSABLE.value, FREE_TEXT: "unknown"}
+# What a worker answers, instead of a result string, for a task that ran out of memory or raised;
+# the batch says what they count as (`on_timeout`, `on_error`).
+_OUT_OF_MEMORY, _RAISED = 0, 1
 
 
 def _task_functions() -> dict:
     from cft.answers.check import check
-    from cft.answers.freetext import judge_free_text
 
-    functions = {"cft": check, FREE_TEXT: judge_free_text}
+    functions = {"cft": check}
     try:
         from cft.answers.mathverify import check_math_verify
         functions["math-verify"] = check_math_verify
@@ -57,7 +57,9 @@ def _task_functions() -> dict:
 
 
 def _serve(conn: Connection, memory_mb: int | None) -> None:
-    """Worker loop: receive a chunk of (index, kind, args); send (index, result string) for each in order."""
+    """Worker loop: receive a chunk of (index, kind, args); send (index, result string) for each in order.
+
+    `kind` is a checker's name or a module-level function (pickled by name, imported here)."""
     if memory_mb:
         import resource
         limit = memory_mb * 2**20
@@ -74,11 +76,11 @@ def _serve(conn: Connection, memory_mb: int | None) -> None:
             return
         for index, kind, args in task:
             try:
-                result = str(functions[kind](*args))
+                result = str((functions[kind] if isinstance(kind, str) else kind)(*args))
             except MemoryError:
-                result = _ON_TIMEOUT[kind]  # out of its memory budget: a resource limit, like time
+                result = _OUT_OF_MEMORY  # out of its memory budget: a resource limit, like time
             except BaseException:  # a checker bug or RecursionError must never escape a check
-                result = _ON_ERROR[kind]
+                result = _RAISED
             conn.send((index, result))
 
 
@@ -173,19 +175,25 @@ class Grader:
     def grade(self, pairs: Iterable[tuple], progress: bool = False) -> list[Verdict]:
         """One `Verdict` per (prediction, reference) pair, in input order."""
         tasks = [(self.checker, (p[0], p[1])) for p in pairs]
-        results = self._run_tasks(tasks, lambda args: self._fast(*args), progress)
+        results = self._run_tasks(tasks, lambda args: self._fast(*args), progress,
+                                  Verdict.TIMEOUT.value, Verdict.UNPARSABLE.value)
         verdicts = [Verdict(r) for r in results]
         for v in verdicts:
             self.stats[v.value] += 1
         return verdicts
 
-    def judge_free_text(self, items: Iterable[tuple]) -> list[str]:
-        """`cft.answers.judge_free_text` on (summary, reference, question) triples, in the workers:
-        "right" / "wrong" / "unknown", and "unknown" for one that overruns the timeout."""
-        tasks = [(FREE_TEXT, (s, r, q)) for s, r, q in items]
-        return self._run_tasks(tasks, lambda args: None, progress=False)
+    def run(self, function: Callable[..., object], items: Iterable[tuple], fallback: str) -> list[str]:
+        """`str(function(*args))` for each argument tuple in `items`, in input order, computed in
+        the workers under the same per-item timeout; `fallback` for an item that overruns, raises
+        or kills its worker. `function` must be module-level: the workers import it by name.
+        Results are cached like verdicts."""
+        if function.__module__ == "__main__":
+            raise ValueError(f"Grader.run: the workers cannot import {function.__qualname__} from __main__")
+        pickle.dumps(function)  # a lambda or nested function fails here, not in a worker
+        tasks = [(function, tuple(args)) for args in items]
+        return self._run_tasks(tasks, lambda args: None, False, fallback, fallback)
 
-    def _run_tasks(self, tasks: list[tuple], fast, progress: bool) -> list[str]:
+    def _run_tasks(self, tasks: list[tuple], fast, progress: bool, on_timeout: str, on_error: str) -> list[str]:
         results: list[str | None] = [None] * len(tasks)
         self.durations = [0.0] * len(tasks)
         queue: collections.deque[int] = collections.deque()
@@ -219,7 +227,7 @@ class Grader:
         if queue:
             while len(self._pool) < min(self.workers, len(queue)):
                 self._pool.append(self._spawn())
-            self._run(tasks, queue, results, bar)
+            self._run(tasks, queue, results, bar, on_timeout, on_error)
         if bar is not None:
             bar.close()
         for i, j in repeats:
@@ -229,7 +237,7 @@ class Grader:
         self._cache.update((task, results[i]) for task, i in first.items())
         return results  # type: ignore[return-value]
 
-    def _run(self, tasks, queue, results, bar) -> None:
+    def _run(self, tasks, queue, results, bar, on_timeout: str, on_error: str) -> None:
         # Tasks go out in small chunks to amortize pipe round trips; the worker answers each one
         # as it finishes, so the running task's deadline restarts at every answer.
         chunk_size = max(1, min(_MAX_CHUNK, len(queue) // (4 * len(self._pool))))
@@ -250,7 +258,7 @@ class Grader:
                         if not w.ready:
                             raise RuntimeError(f"grader worker failed to start (exit code {w.proc.exitcode})")
                         if w.chunk:
-                            self._finish(w, _ON_ERROR[tasks[w.chunk[0]][0]], results, bar)
+                            self._finish(w, on_error, results, bar)
                         queue.extendleft(reversed(w.chunk))
                         self.stats["crashed"] += 1
                         self._replace(w)
@@ -260,11 +268,13 @@ class Grader:
                         continue
                     index, result = msg
                     assert index == w.chunk[0], "worker answered out of order"
+                    if not isinstance(result, str):
+                        result = on_timeout if result == _OUT_OF_MEMORY else on_error
                     self._finish(w, result, results, bar)
             now = time.monotonic()
             for w in list(self._pool):
                 if w.chunk and now >= w.deadline:
-                    self._finish(w, _ON_TIMEOUT[tasks[w.chunk[0]][0]], results, bar)
+                    self._finish(w, on_timeout, results, bar)
                     queue.extendleft(reversed(w.chunk))  # the rest of its chunk goes to other workers
                     self.stats["killed"] += 1
                     self._replace(w)

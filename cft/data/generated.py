@@ -12,6 +12,7 @@ from cft.records import RIGHT, UNKNOWN, WRONG, Record
 def _correctness(completions: list[str], references: list[str | None]) -> list[str]:
     """right / wrong / unknown per completion, graded in the Grader's workers under its hard timeout."""
     from cft.answers import Grader, Verdict, extract_answer
+    from cft.datasets.champ_judge import judge_free_text
 
     preds = [extract_answer(c, last_number=False) if ref else None for c, ref in zip(completions, references)]
     todo = [i for i, (p, ref) in enumerate(zip(preds, references)) if p is not None and ref]
@@ -19,7 +20,8 @@ def _correctness(completions: list[str], references: list[str | None]) -> list[s
         verdicts = dict(zip(todo, grader.grade([(preds[i], references[i]) for i in todo])))
         # A free-text reference (CHAMP) may not parse; fall back to the conservative judge.
         rest = [i for i in todo if verdicts[i] != Verdict.EQUAL]
-        judged = dict(zip(rest, grader.judge_free_text((preds[i], references[i], None) for i in rest)))
+        judged = dict(zip(rest, grader.run(judge_free_text, [(preds[i], references[i], None) for i in rest],
+                                           fallback=UNKNOWN)))
     out = []
     for i in range(len(completions)):
         if i not in verdicts:
@@ -41,31 +43,31 @@ def unique_questions(records: list[Record]) -> list[Record]:
     return list(unique.values())
 
 
-def generator_model_cfg(name: str, cache: str):
-    """(weights directory, model config) of the noisy-response generator: the tiny model's own
-    config, or a pretrained model in bf16 on GPU (fp32 on CPU) with the default weights policy."""
+def generator_model_cfg(name: str, run_model, cache: str):
+    """(weights directory, model config) of the noisy-response generator: for "tiny", the run's
+    own model built from its config (`run_model`, model.init=random: `validate` checks); else
+    the pretrained model `name` in bf16 on GPU (fp32 on CPU) with the default weights policy."""
     from omegaconf import OmegaConf
 
-    from cft.config import CONF_DIR, ModelConfig
+    from cft.config import ModelConfig
     from cft.models import model_source
 
     if name == "tiny":
-        tiny = OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                               OmegaConf.load(CONF_DIR / "model" / "tiny.yaml").model)
-        return model_source(tiny, cache), tiny
+        return model_source(run_model, cache), run_model
     return name, OmegaConf.structured(ModelConfig(name=name, path=name, dtype="bfloat16"))
 
 
-def generate_noisy_responses(records: list[Record], cfg, cache: str, vllm_cfg=None) -> list[Record]:
-    """One greedy response per distinct question from `cfg.noisy_generator`, through the
-    shared generator (cft.generation): same stop ids, stop strings and cut as evaluation."""
+def generate_noisy_responses(records: list[Record], cfg, run_model, cache: str, vllm_cfg=None) -> list[Record]:
+    """One greedy response per distinct question from `cfg.noisy_generator` ("tiny": the run's
+    model, `run_model`), through the shared generator (cft.generation): same stop ids, stop
+    strings and cut as evaluation."""
     from cft.config import VLLMConfig
     from cft.templates import eval_prompt
     from cft.generation import build_generator, prompt_ids
 
     records = unique_questions(records)
     name = cfg.noisy_generator
-    source, model_cfg = generator_model_cfg(name, cache)
+    source, model_cfg = generator_model_cfg(name, run_model, cache)
     gen = build_generator(cfg.noisy_generator_backend, source, model_cfg, vllm_cfg or VLLMConfig(),
                           batch_size=16)
     try:

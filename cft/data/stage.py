@@ -28,7 +28,7 @@ def run(cfg, paths: RunPaths) -> dict:
     if cfg.dataset.noisy_generator:
         from cft.data.generated import generate_noisy_responses
 
-        loaded = generate_noisy_responses(loaded, cfg.dataset, cfg.paths.cache, cfg.vllm)
+        loaded = generate_noisy_responses(loaded, cfg.dataset, cfg.model, cfg.paths.cache, cfg.vllm)
     records = [r.to_dict() for r in loaded]
     summary = {
         "n_records": len(records),

@@ -75,11 +75,12 @@ def load_champ(cfg) -> Iterator[Record]:
 
     A conversation is [System, User(problem), Model(response), User(summarize), Model(summary)];
     the one-sentence summary holds the response's final answer, which we check against the
-    free-text reference answer (`judge_free_text`, conservative: `unknown` when unsure).
+    free-text reference answer (`champ_judge.judge_free_text`, conservative: `unknown` when unsure).
     """
     import champ_dataset
 
     from cft.answers import Grader
+    from cft.datasets.champ_judge import judge_free_text
 
     ds = champ_dataset.load("v0")
     models, prompts = set(cfg.noisy_models), set(cfg.noisy_prompts)
@@ -98,7 +99,8 @@ def load_champ(cfg) -> Iterator[Record]:
                 continue  # truncated conversations (error LENGTH_*) have no usable answer
             kept.append((pid, problem, conv_key, turns))
     with Grader() as grader:  # the judge runs sympy: under the grader's hard per-item timeout
-        judged = grader.judge_free_text((turns[-1].text, problem.answer, problem.text) for _, problem, _, turns in kept)
+        judged = grader.run(judge_free_text, [(turns[-1].text, problem.answer, problem.text)
+                                              for _, problem, _, turns in kept], fallback=UNKNOWN)
     for (pid, problem, conv_key, turns), correct in zip(kept, judged):
         solution = "\n".join(step.text for step in problem.solution.steps)
         yield Record(

@@ -1,4 +1,4 @@
-"""Judge a one-sentence free-text answer (CHAMP's summaries) against a free-text reference.
+"""CHAMP's free-text judge: a one-sentence summary against a free-text reference answer.
 
 CHAMP's references read like `C(10, 5), or equivalently 252`, `3 is the only possible value`,
 `The limit exists and is equal to 2/3`, `No`; model summaries read like `There are 29 valid
@@ -13,13 +13,16 @@ strings of length 6 that ...`. We decide only where it is safe and say "unknown"
   given) are context, not claims. "right": a claimed value matches and none conflicts.
   "wrong": claims exist, none matches, and no value anywhere in the summary matches either.
 - a negation ("not", "cannot", "no ") before a claim, or any parse doubt, gives "unknown".
+
+It runs sympy, so callers run it in the answer Grader's workers, under its hard per-item
+timeout: `grader.run(judge_free_text, items, fallback=UNKNOWN)`.
 """
 from __future__ import annotations
 
 import re
 from fractions import Fraction
 
-RIGHT, WRONG, UNKNOWN = "right", "wrong", "unknown"
+from cft.records import RIGHT, UNKNOWN, WRONG
 
 _ALTERNATIVES = re.compile(r",\s*or\s+(?:equivalently|an equivalent form such as)\s+", re.I)
 _APPROX = re.compile(r",\s*or\s+approximately\s+", re.I)
