@@ -1,5 +1,6 @@
-"""What many tests do: run the CLI as a user would, and read a run directory's files through
-`RunPaths` and `read_jsonl` (never by spelling out paths or parsing JSONL by hand)."""
+"""What many tests do: run the CLI as a user would, read a run directory's files through
+`RunPaths` and `read_jsonl` (never by spelling out paths or parsing JSONL by hand), build teacher
+requests for the fake OpenAI servers, and check that no file holds a secret."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cft.benchmarks import SHIPPED as BENCHMARKS
+from cft.critique.base import Request, request_key
 from cft.io import read_jsonl
 from cft.paths import RunPaths
 
@@ -15,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli_env(outputs: Path, cache: Path, **extra: str) -> dict:
     """The environment of a CLI run: outputs and the tiny-model cache under the test's tmp dirs,
-    W&B off unless a test turns it on."""
+    the shipped benchmarks, W&B off unless a test turns it on."""
     return {**os.environ, "CFT_OUTPUTS": str(outputs), "CFT_CACHE": str(cache),
-            "WANDB_MODE": "disabled", **extra}
+            "CFT_BENCHMARKS": str(BENCHMARKS), "WANDB_MODE": "disabled", **extra}
 
 
 def cli(*args: str, outputs: Path, cache: Path, env: dict | None = None, timeout: float = 600,
@@ -39,3 +42,29 @@ def run_paths(outputs: Path, run_name: str) -> RunPaths:
 def train_metrics(paths: RunPaths) -> list[dict]:
     """The train stage's logged steps (metrics.jsonl rows that carry a loss)."""
     return [row for row in read_jsonl(paths.metrics) if row.get("stage") == "train" and "loss" in row]
+
+
+def teacher_requests(cfg, n: int, start: int = 0, prompt_version: int = 1,
+                     marker: dict[int, str] | None = None) -> list[Request]:
+    """Critique requests for a TeacherConfig, keyed the way the critique stage keys them;
+    `marker` appends a fake server's fault marker to item i's message."""
+    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+    out = []
+    for i in range(start, start + n):
+        question, response = f"What is {i} + {i}?", f"{i} + {i} = {2 * i + (i % 3 == 0)}"
+        key = request_key(model=cfg.model, prompt_name="critique-v1", prompt_version=prompt_version,
+                          sampling=sampling, question=question, response=response)
+        user = f"Question: {question}\n\nSolution: {response}{(marker or {}).get(i, '')}"
+        out.append(Request(key=key, meta={"id": f"q{i}"}, messages=[
+            {"role": "system", "content": f"You are a science expert. (v{prompt_version})"},
+            {"role": "user", "content": user}]))
+    return out
+
+
+def assert_no_secret(root: Path, *secrets: str) -> int:
+    """No file under `root` holds any of `secrets`; returns how many files were read."""
+    files = [p for p in Path(root).rglob("*") if p.is_file() and not p.is_symlink()]
+    for path in files:
+        data = path.read_bytes()
+        assert not any(s.encode() in data for s in secrets), path
+    return len(files)
