@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cft.config import grad_accum_steps
-from conftest import ROOT
+from conftest import ROOT, make_compose
 from test_train import losses, train, train_cfg, write_rows
 
 pytestmark = pytest.mark.slow
@@ -57,10 +57,9 @@ def _summary(proc) -> dict:
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, cache_dir):
-    from test_resume import _compose_into
-
     run_dir = tmp_path_factory.mktemp("one")
-    summary = train(train_cfg(_compose_into(run_dir, cache_dir), run_dir, "method.max_steps=4"))
+    compose = make_compose(cache_dir, run_dir, run_dir / "outputs")
+    summary = train(train_cfg(compose, run_dir, "method.max_steps=4"))
     assert summary["world_size"] == 1 and summary["global_step"] == 4
     return losses(run_dir)
 
