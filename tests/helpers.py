@@ -4,6 +4,7 @@ requests for the fake OpenAI servers, and check that no file holds a secret."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,15 +24,23 @@ def cli_env(outputs: Path, cache: Path, **extra: str) -> dict:
             "CFT_BENCHMARKS": str(BENCHMARKS), "WANDB_MODE": "disabled", **extra}
 
 
-def cli(*args: str, outputs: Path, cache: Path, env: dict | None = None, timeout: float = 600,
+def cli(*args: str, outputs: Path | None = None, cache: Path | None = None, env: dict | None = None,
+        module: str = "cft.main", timeout: float | None = 600,
         check: bool = False) -> subprocess.CompletedProcess:
-    """`python -m cft.main ARGS` from the repository root, output captured."""
-    proc = subprocess.run([sys.executable, "-m", "cft.main", *args], cwd=ROOT,
+    """`python -m MODULE ARGS` from the repository root, output captured, in `env` or else
+    cli_env(outputs, cache)."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
                           env=env or cli_env(outputs, cache), capture_output=True, text=True,
                           timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_paths(outputs: Path, run_name: str) -> RunPaths:

@@ -177,19 +177,6 @@ def test_request_line_is_the_sync_request_keyed_by_store_key():
         "k", None, "batch_expired: late")
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["teacher=vllm", "teacher.mode=batch"], "teacher.mode=batch needs the Batch API"),
-    (["teacher.mode=async"], "teacher.mode='async' is not one of"),
-    (["teacher.models=[{name: a},{name: a}]"], "teacher names must be distinct"),
-    (["teacher.models=[{name: a, backend: released}]"], "teacher.models[0].backend='released'"),
-])
-def test_bad_teacher_settings_fail_naming_the_key(compose, overrides, message):
-    from cft.config import ConfigError, validate
-
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        validate(compose(overrides))
-
-
 def test_multi_teacher_keys_are_distinct_and_single_teacher_keys_unchanged(compose):
     from cft.critique.stage import build_requests, teachers_of
 

@@ -49,16 +49,6 @@ def test_openai_teacher_stage_parses_verdicts_rejects_and_resumes(tmp_path, cach
     assert FAKE_KEY not in out.stdout + out.stderr + again.stdout + again.stderr
 
 
-def test_released_teacher_uses_shipped_critiques(tmp_path, cache_dir):
-    rows = tmp_path / "wi.jsonl"
-    rows.write_text("".join(json.dumps(r) + "\n" for r in WEBINSTRUCT_ROWS))
-    cli("dataset=webinstruct-cft-4k", f"dataset.path={rows}", "teacher=released",
-        "stages=[data,critique]", "run_name=rel", outputs=tmp_path, cache=cache_dir, check=True)
-    kept = read_jsonl(run_paths(tmp_path, "rel").critiques)
-    assert [k["critique"] for k in kept] == [r["output"] for r in WEBINSTRUCT_ROWS]
-    assert [k["teacher_verdict"] for k in kept] == ["wrong", "right"]
-
-
 def test_sft_teacher_gets_teacher_solutions(compose, tmp_path):
     cfg = compose(["method=sft-teacher", "dataset.limit=20"])
     paths = RunPaths.of(cfg.run_dir)

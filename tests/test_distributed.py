@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from omegaconf import OmegaConf
 
 from cft.config import grad_accum_steps
 from conftest import ROOT, make_compose
+from helpers import cli, free_port
 from test_train import losses, train, train_cfg, write_rows
 
 pytestmark = pytest.mark.slow
@@ -30,12 +29,6 @@ print("SUMMARY", __import__("json").dumps(stage.run(cfg, RunPaths.of(cfg.run_dir
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(cfg, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -44,11 +37,9 @@ def torchrun(cfg, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                   str(Path(cfg.paths.cache) / "torch_extensions"))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                           f"--master_port={_free_port()}", str(run_dir / "stage.py"), str(run_dir / "cfg.yaml")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
-    return proc
+    return cli(f"--nproc_per_node={nproc}", f"--master_port={free_port()}", str(run_dir / "stage.py"),
+               str(run_dir / "cfg.yaml"), module="torch.distributed.run", env=env, timeout=timeout,
+               check=True)
 
 
 def _summary(proc) -> dict:
