@@ -95,7 +95,7 @@ def test_failed_stage_leaves_no_completion_marker(compose):
 @pytest.mark.parametrize("text,error", [
     ('{"question": "q", "response": "r"}\n{"question": "q2", "response": \n', ":2: not valid JSON"),
     ('{"question": "q"}\n', ":1.*response"),  # a required field missing
-])
+], ids=["not-json", "missing-field"])
 def test_malformed_user_dataset_fails_naming_file_and_line(compose, tmp_path, text, error):
     data = tmp_path / "mine.jsonl"
     data.write_text(text)
