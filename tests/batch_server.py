@@ -83,12 +83,13 @@ class FakeBatchAPI(FakeServer):
     def _new_file(self, data: bytes, purpose: str, filename: str) -> dict:
         fid = f"file-{len(self.files) + 1:06d}"
         self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                           "filename": filename, "purpose": purpose, "status": "processed", "data": data}
+                           "filename": filename, "purpose": purpose, "status": "processed", "_data": data}
         return self.files[fid]
 
     @staticmethod
     def _public(obj: dict) -> dict:
-        return {k: v for k, v in obj.items() if k != "data"}
+        """A file or batch as the API shows it (without the server's own `_` fields)."""
+        return {k: v for k, v in obj.items() if not k.startswith("_")}
 
     async def upload(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -105,7 +106,7 @@ class FakeBatchAPI(FakeServer):
         f = self.files.get(request.match_info["id"])
         if not f:
             return error(404, "No such File object")
-        return web.Response(body=f["data"], content_type="application/octet-stream")
+        return web.Response(body=f["_data"], content_type="application/octet-stream")
 
     # --- batches ---------------------------------------------------------------------------
 
@@ -116,7 +117,7 @@ class FakeBatchAPI(FakeServer):
             return error(400, "input_file_id not found")
         if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
             return error(400, "endpoint must be /v1/chat/completions, completion_window 24h")
-        lines = [json.loads(l) for l in f["data"].decode().splitlines() if l.strip()]
+        lines = [json.loads(l) for l in f["_data"].decode().splitlines() if l.strip()]
         now = int(time.time())
         bid = f"batch_{len(self.batches) + 1:06d}"
         batch = {"id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
@@ -151,10 +152,7 @@ class FakeBatchAPI(FakeServer):
                 os.kill(self.kill["pid"], signal.SIGKILL)
                 self.kill = None
                 await asyncio.sleep(0.2)  # the client is gone before it could read the answer
-        return web.json_response(self._batch_json(batch))
-
-    def _batch_json(self, batch: dict) -> dict:
-        return {k: v for k, v in batch.items() if not k.startswith("_")}
+        return web.json_response(self._public(batch))
 
     async def list(self, request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", 20))
@@ -163,7 +161,7 @@ class FakeBatchAPI(FakeServer):
         if after in ids:
             ids = ids[ids.index(after) + 1:]
         page = ids[:limit]
-        data = [self._batch_json(self.batches[i]) for i in page]
+        data = [self._public(self.batches[i]) for i in page]
         return web.json_response({"object": "list", "data": data, "first_id": page[0] if page else None,
                                   "last_id": page[-1] if page else None, "has_more": len(ids) > limit})
 
@@ -176,7 +174,7 @@ class FakeBatchAPI(FakeServer):
         if batch is None:
             return error(404, "No such Batch object")
         self._advance(batch)
-        return web.json_response(self._batch_json(batch))
+        return web.json_response(self._public(batch))
 
     async def cancel(self, request: web.Request) -> web.Response:
         batch = self.batches.get(request.match_info["id"])
@@ -184,7 +182,7 @@ class FakeBatchAPI(FakeServer):
             return error(404, "No such Batch object")
         if batch["status"] in ("validating", "in_progress"):
             batch.update(status="cancelling", cancelling_at=int(time.time()))
-        return web.json_response(self._batch_json(batch))
+        return web.json_response(self._public(batch))
 
     def _advance(self, batch: dict) -> None:
         now = int(time.time())

@@ -37,6 +37,13 @@ def cli(*args: str, outputs: Path | None = None, cache: Path | None = None, env:
     return proc
 
 
+def torchrun_env(cache: Path, **extra: str) -> dict:
+    """The environment of a multi-process CPU run: one thread per process, DeepSpeed's ops
+    compiled once under the cache."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(Path(cache) / "torch_extensions")), **extra}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

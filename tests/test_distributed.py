@@ -4,7 +4,6 @@ the two runs reduce gradients in a different order)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 
 from cft.config import grad_accum_steps
 from conftest import ROOT, make_compose
-from helpers import cli, free_port
+from helpers import cli, free_port, torchrun_env
 from test_train import losses, train, train_cfg, write_rows
 
 pytestmark = pytest.mark.slow
@@ -34,9 +33,7 @@ def torchrun(cfg, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedPro
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
     (run_dir / "stage.py").write_text(STAGE)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
-                                                  str(Path(cfg.paths.cache) / "torch_extensions"))}
+    env = torchrun_env(cfg.paths.cache, PYTHONPATH=str(ROOT))
     return cli(f"--nproc_per_node={nproc}", f"--master_port={free_port()}", str(run_dir / "stage.py"),
                str(run_dir / "cfg.yaml"), module="torch.distributed.run", env=env, timeout=timeout,
                check=True)

@@ -8,7 +8,7 @@ import pytest
 from cft.io import read_json
 from cft.paths import RunPaths
 from cft.templates import eval_prompt
-from helpers import cli, free_port
+from helpers import cli, free_port, torchrun_env
 
 
 def overfit(source, out_dir, pairs, steps=80):
@@ -107,14 +107,11 @@ def test_zero3_torchrun_then_eval_in_its_own_process(tmp_path, cache_dir):
     """One torchrun command: 2-rank DeepSpeed ZeRO-3 training, then evaluation (critic included)
     in a fresh child of rank 0 while rank 1 leaves. In-process, rank 0's from_pretrained entered
     ZeRO-3's zero.Init and waited for rank 1 (gloo: "Connection closed by peer")."""
-    import os
-
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CFT_CACHE": str(cache_dir),
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))}
     cli("--nproc_per_node=2", f"--master_port={free_port()}", "-m", "cft.main", "deepspeed=zero3",
-        "eval.limit=2", "eval.critic_limit=4", "eval.max_new_tokens=16", "method.max_steps=2", "dataset.limit=32",
-        f"hydra.run.dir={run_dir}", module="torch.distributed.run", env=env, timeout=900, check=True)
+        "eval.limit=2", "eval.critic_limit=4", "eval.max_new_tokens=16", "method.max_steps=2",
+        "dataset.limit=32", f"hydra.run.dir={run_dir}", module="torch.distributed.run",
+        env=torchrun_env(cache_dir, CFT_CACHE=str(cache_dir)), timeout=900, check=True)
     paths = RunPaths.of(run_dir)
     assert read_json(paths.stage_done("train"))["summary"]["world_size"] == 2
     assert read_json(paths.eval_results)["benchmarks"]["math-500"]["n"] == 2
