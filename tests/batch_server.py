@@ -4,13 +4,14 @@ Speaks the real protocol (what the `openai` client sends and parses): POST /v1/f
 (multipart, purpose=batch), GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches
 (newest first, `after`/`limit` pagination), GET /v1/batches/{id}, POST /v1/batches/{id}/cancel.
 Each retrieve moves a batch one step: validating -> in_progress -> finalizing -> completed (a
-batch over the per-batch limits goes to `failed`). Completions are those of
-tests/openai_server.py's shape: deterministic per request, with a `Conclusion:` verdict.
+batch over the per-batch limits goes to `failed`). Completions, the API-key check and the token
+billing are tests/openai_server.py's own: deterministic per request, with a `Conclusion:` verdict.
 
 Faults: the Nth batch created `expired` with part of its items done (the rest in the error
 file as `batch_expired`, as OpenAI does); items answered with a 500 in the error file; a 500
-on every Nth retrieve; a create that makes its batch but answers 500; and POST /admin/kill-on-create {"pid", "nth"}: SIGKILL that process
-while its nth create is being answered (the batch exists, the client never learns its id).
+on every Nth retrieve; a create that makes its batch but answers 500; and POST
+/admin/kill-on-create {"pid", "nth"}: SIGKILL that process while its nth create is being
+answered (the batch exists, the client never learns its id).
 GET /stats: per custom_id how often it was submitted / answered / failed, the tokens billed
 (successful lines only) and every batch's status.
 
@@ -23,16 +24,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from aiohttp import web
 
-from openai_server import body_hash, serve_cli
+from openai_server import SERVER_ERROR, FakeServer, ServerProcess, error, serve_cli
 
 # A request whose messages contain this is answered with a 500 in the error file, every time.
 ALWAYS_ERROR = "[[always-error]]"
@@ -57,27 +55,19 @@ class BatchServerOptions:
     api_key: str = ""
 
 
-def _error(status: int, message: str, etype: str = "invalid_request_error") -> web.Response:
-    return web.json_response({"error": {"message": message, "type": etype, "param": None,
-                                        "code": None}}, status=status)
-
-
-class FakeBatchAPI:
+class FakeBatchAPI(FakeServer):
     def __init__(self, opts: BatchServerOptions):
-        self.opts = opts
+        super().__init__(opts)
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.order: list[str] = []  # batch ids, oldest first
         self.submissions: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
         self.retrieves = 0
         self.kill: dict | None = None
         self.creates_since_kill_armed = 0
-        app = self.app = web.Application(client_max_size=1024 ** 3, middlewares=[self._auth])
+        app = self.app
         app.router.add_post("/v1/files", self.upload)
         app.router.add_get("/v1/files/{id}", self.file_info)
         app.router.add_get("/v1/files/{id}/content", self.file_content)
@@ -88,43 +78,35 @@ class FakeBatchAPI:
         app.router.add_post("/admin/kill-on-create", self.arm_kill)
         app.router.add_get("/stats", self.stats)
 
-    @web.middleware
-    async def _auth(self, request: web.Request, handler):
-        if self.opts.api_key and request.path.startswith("/v1/"):
-            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if token != self.opts.api_key:
-                self.faults["401"] += 1
-                return _error(401, f"Incorrect API key provided: {token}.")
-        return await handler(request)
-
     # --- files -----------------------------------------------------------------------------
 
     def _new_file(self, data: bytes, purpose: str, filename: str) -> dict:
         fid = f"file-{len(self.files) + 1:06d}"
         self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                           "filename": filename, "purpose": purpose, "status": "processed", "data": data}
+                           "filename": filename, "purpose": purpose, "status": "processed", "_data": data}
         return self.files[fid]
 
     @staticmethod
     def _public(obj: dict) -> dict:
-        return {k: v for k, v in obj.items() if k != "data"}
+        """A file or batch as the API shows it (without the server's own `_` fields)."""
+        return {k: v for k, v in obj.items() if not k.startswith("_")}
 
     async def upload(self, request: web.Request) -> web.Response:
         form = await request.post()
         part = form.get("file")
         if form.get("purpose") != "batch" or part is None:
-            return _error(400, "purpose must be 'batch' and a file is required")
+            return error(400, "purpose must be 'batch' and a file is required")
         return web.json_response(self._public(self._new_file(part.file.read(), "batch", part.filename)))
 
     async def file_info(self, request: web.Request) -> web.Response:
         f = self.files.get(request.match_info["id"])
-        return web.json_response(self._public(f)) if f else _error(404, "No such File object")
+        return web.json_response(self._public(f)) if f else error(404, "No such File object")
 
     async def file_content(self, request: web.Request) -> web.Response:
         f = self.files.get(request.match_info["id"])
         if not f:
-            return _error(404, "No such File object")
-        return web.Response(body=f["data"], content_type="application/octet-stream")
+            return error(404, "No such File object")
+        return web.Response(body=f["_data"], content_type="application/octet-stream")
 
     # --- batches ---------------------------------------------------------------------------
 
@@ -132,10 +114,10 @@ class FakeBatchAPI:
         body = await request.json()
         f = self.files.get(body.get("input_file_id", ""))
         if f is None:
-            return _error(400, "input_file_id not found")
+            return error(400, "input_file_id not found")
         if body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
-            return _error(400, "endpoint must be /v1/chat/completions, completion_window 24h")
-        lines = [json.loads(l) for l in f["data"].decode().splitlines() if l.strip()]
+            return error(400, "endpoint must be /v1/chat/completions, completion_window 24h")
+        lines = [json.loads(l) for l in f["_data"].decode().splitlines() if l.strip()]
         now = int(time.time())
         bid = f"batch_{len(self.batches) + 1:06d}"
         batch = {"id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
@@ -162,7 +144,7 @@ class FakeBatchAPI:
         self.order.append(bid)
         if len(self.batches) == self.opts.lose_create:
             self.faults["create_lost"] += 1
-            return _error(500, "The server had an error while processing your request.", "server_error")
+            return error(500, SERVER_ERROR, "server_error")
         if self.kill is not None:
             self.creates_since_kill_armed += 1
             if self.creates_since_kill_armed == self.kill["nth"]:
@@ -170,10 +152,7 @@ class FakeBatchAPI:
                 os.kill(self.kill["pid"], signal.SIGKILL)
                 self.kill = None
                 await asyncio.sleep(0.2)  # the client is gone before it could read the answer
-        return web.json_response(self._batch_json(batch))
-
-    def _batch_json(self, batch: dict) -> dict:
-        return {k: v for k, v in batch.items() if not k.startswith("_")}
+        return web.json_response(self._public(batch))
 
     async def list(self, request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", 20))
@@ -182,7 +161,7 @@ class FakeBatchAPI:
         if after in ids:
             ids = ids[ids.index(after) + 1:]
         page = ids[:limit]
-        data = [self._batch_json(self.batches[i]) for i in page]
+        data = [self._public(self.batches[i]) for i in page]
         return web.json_response({"object": "list", "data": data, "first_id": page[0] if page else None,
                                   "last_id": page[-1] if page else None, "has_more": len(ids) > limit})
 
@@ -190,20 +169,20 @@ class FakeBatchAPI:
         self.retrieves += 1
         if self.opts.retrieve_500_every and self.retrieves % self.opts.retrieve_500_every == 0:
             self.faults["retrieve_500"] += 1
-            return _error(500, "The server had an error while processing your request.", "server_error")
+            return error(500, SERVER_ERROR, "server_error")
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return _error(404, "No such Batch object")
+            return error(404, "No such Batch object")
         self._advance(batch)
-        return web.json_response(self._batch_json(batch))
+        return web.json_response(self._public(batch))
 
     async def cancel(self, request: web.Request) -> web.Response:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return _error(404, "No such Batch object")
+            return error(404, "No such Batch object")
         if batch["status"] in ("validating", "in_progress"):
             batch.update(status="cancelling", cancelling_at=int(time.time()))
-        return web.json_response(self._batch_json(batch))
+        return web.json_response(self._public(batch))
 
     def _advance(self, batch: dict) -> None:
         now = int(time.time())
@@ -226,15 +205,13 @@ class FakeBatchAPI:
         out, err = [], []
         for i, line in enumerate(lines):
             cid = line["custom_id"]
-            if i >= n_done:
+            if i >= n_done:  # a cancelled batch just stops: the request is in neither file
+                self.failures[cid] += 1
                 if status == "expired":  # OpenAI lists unfinished requests in the error file
                     err.append({"id": f"batch_req_{batch['id']}_{i}", "custom_id": cid, "response": None,
                                 "error": {"code": "batch_expired",
                                           "message": "This request could not be executed before the "
                                                      "completion window expired."}})
-                    self.failures[cid] += 1
-                else:  # a cancelled batch just stops: the request is in neither file
-                    self.failures[cid] += 1
                 continue
             u = random.Random(f"{self.opts.seed}:{cid}:{self.submissions[cid]}").random()
             text_in = "".join(m.get("content") or "" for m in line["body"]["messages"])
@@ -243,12 +220,11 @@ class FakeBatchAPI:
                 self.failures[cid] += 1
                 err.append({"id": f"batch_req_{batch['id']}_{i}", "custom_id": cid, "error": None,
                             "response": {"status_code": 500, "request_id": f"req_{i}", "body": {
-                                "error": {"message": "The server had an error processing your request.",
-                                          "type": "server_error"}}}})
+                                "error": {"message": SERVER_ERROR, "type": "server_error"}}}})
                 continue
             out.append({"id": f"batch_req_{batch['id']}_{i}", "custom_id": cid, "error": None,
                         "response": {"status_code": 200, "request_id": f"req_{i}",
-                                     "body": self._complete(line["body"], batch["id"], i)}})
+                                     "body": self.completion(line["body"], f"chatcmpl-{batch['id']}-{i}")}})
             self.successes[cid] += 1
         now = int(time.time())
         batch.update(status=status, **{f"{status}_at": now})
@@ -257,31 +233,6 @@ class FakeBatchAPI:
             batch["output_file_id"] = self._new_file(_jsonl(out), "batch_output", "output.jsonl")["id"]
         if err:
             batch["error_file_id"] = self._new_file(_jsonl(err), "batch_output", "errors.jsonl")["id"]
-
-    def _complete(self, body: dict, batch_id: str, i: int) -> dict:
-        o = self.opts
-        messages = body["messages"]
-        h = body_hash(body["model"], messages, body.get("temperature", 1.0), body.get("top_p", 1.0),
-                      body.get("max_tokens", 16))
-        rng = random.Random(f"{o.seed}:{h}")
-        truncated, no_verdict = rng.random() < o.rate_length, rng.random() < o.rate_no_verdict
-        verdict = "right" if int(h[:8], 16) % 2 else "wrong"
-        analysis = f"Checking the solution step by step (ref {h[:12]}); each step follows. " * 3
-        max_tokens = int(body.get("max_tokens", 16))
-        if truncated:
-            text, finish, completion_tokens = analysis[: 4 * max_tokens], "length", max_tokens
-        else:
-            text = analysis if no_verdict else f"{analysis}\n\nConclusion: {verdict} [END]"
-            finish, completion_tokens = "stop", max(1, len(text) // 4)
-        text_in = "".join(m.get("content") or "" for m in messages)
-        prompt_tokens = len(text_in) // 4 + 4 * len(messages)
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        return {"id": f"chatcmpl-{batch_id}-{i}", "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"], "choices": [{"index": 0, "finish_reason": finish, "message": {
-                    "role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}}
 
     # --- test hooks ------------------------------------------------------------------------
 
@@ -306,48 +257,16 @@ def _jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
-class BatchServerProcess:
+class BatchServerProcess(ServerProcess):
     """The server as a child process: `with BatchServerProcess(expire_batch=2) as s:`."""
 
-    def __init__(self, **options):
-        self.options = BatchServerOptions(**options)
-        self.base_url = ""
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self):
-        args = [sys.executable, os.path.abspath(__file__), "--port", "0"]
-        for f in fields(BatchServerOptions):
-            args += [f"--{f.name.replace('_', '-')}", str(getattr(self.options, f.name))]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True,
-                                     cwd=os.path.dirname(os.path.abspath(__file__)))
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"fake Batch server did not start: {line!r}")
-        self.base_url = line.split()[-1]
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def _root(self) -> str:
-        return self.base_url.rsplit("/v1", 1)[0]
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"{self._root()}/stats", timeout=10) as r:
-            return json.loads(r.read())
+    script, options_cls = os.path.abspath(__file__), BatchServerOptions
 
     def kill_on_create(self, pid: int, nth: int = 1) -> None:
-        req = urllib.request.Request(f"{self._root()}/admin/kill-on-create", method="POST",
-                                     data=json.dumps({"pid": pid, "nth": nth}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=10).read()
+        self.call("/admin/kill-on-create", {"pid": pid, "nth": nth})
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     serve_cli(BatchServerOptions, FakeBatchAPI, argv, __doc__.splitlines()[0], port=0)
 
 

@@ -22,9 +22,10 @@ def cache_dir(tmp_path_factory) -> Path:
     return Path(os.environ.get("CFT_CACHE") or tmp_path_factory.mktemp("cache"))
 
 
-@pytest.fixture
-def compose(cache_dir, tmp_path):
-    """compose(["model=tiny", ...]) -> a resolved DictConfig with run_dir in tmp_path."""
+def make_compose(cache_dir: Path, run_dir: Path, outputs: Path):
+    """compose(["model=tiny", ...], run_dir=...) -> a resolved DictConfig that writes to run_dir
+    (this one unless given) and `outputs`, and reads the tiny-model cache and the shipped
+    benchmarks."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
@@ -33,32 +34,34 @@ def compose(cache_dir, tmp_path):
 
     register_configs()
 
-    def _compose(overrides=(), run_dir: Path | None = None):
+    def _compose(overrides=(), run_dir: Path = run_dir):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         with open_dict(cfg):
-            cfg.run_dir = str(run_dir or tmp_path / "run")
-            cfg.paths.cache = str(cache_dir)
-            cfg.paths.output_root = str(tmp_path / "outputs")
+            cfg.run_dir = str(run_dir)
+            cfg.paths.cache, cfg.paths.output_root = str(cache_dir), str(outputs)
+            cfg.paths.benchmarks = str(BENCHMARKS)
         OmegaConf.resolve(cfg)
         return cfg
 
     return _compose
 
 
+@pytest.fixture
+def compose(cache_dir, tmp_path):
+    """compose(["model=tiny", ...]) -> a resolved DictConfig with run_dir in tmp_path (a module-scoped
+    fixture calls make_compose with its own directories)."""
+    return make_compose(cache_dir, tmp_path / "run", tmp_path / "outputs")
+
+
 @pytest.fixture(scope="session")
 def tiny_source(cache_dir) -> Path:
     """Directory of the cached tiny model (random Qwen2 + locally trained tokenizer)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from cft.config import register_configs
     from cft.tiny import build_tiny
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=["model=tiny"])
+    cfg = make_compose(cache_dir, cache_dir / "run", cache_dir / "outputs")(["model=tiny"])
     return build_tiny(OmegaConf.to_container(cfg.model.arch), cache_dir)
 
 

@@ -1,12 +1,16 @@
-"""What many tests do: run the CLI as a user would, and read a run directory's files through
-`RunPaths` and `read_jsonl` (never by spelling out paths or parsing JSONL by hand)."""
+"""What many tests do: run the CLI as a user would, read a run directory's files through
+`RunPaths` and `read_jsonl` (never by spelling out paths or parsing JSONL by hand), build teacher
+requests for the fake OpenAI servers, and check that no file holds a secret."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from cft.benchmarks import SHIPPED as BENCHMARKS
+from cft.critique.base import Request, request_key
 from cft.io import read_jsonl
 from cft.paths import RunPaths
 
@@ -15,20 +19,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli_env(outputs: Path, cache: Path, **extra: str) -> dict:
     """The environment of a CLI run: outputs and the tiny-model cache under the test's tmp dirs,
-    W&B off unless a test turns it on."""
+    the shipped benchmarks, W&B off unless a test turns it on."""
     return {**os.environ, "CFT_OUTPUTS": str(outputs), "CFT_CACHE": str(cache),
-            "WANDB_MODE": "disabled", **extra}
+            "CFT_BENCHMARKS": str(BENCHMARKS), "WANDB_MODE": "disabled", **extra}
 
 
-def cli(*args: str, outputs: Path, cache: Path, env: dict | None = None, timeout: float = 600,
+def cli(*args: str, outputs: Path | None = None, cache: Path | None = None, env: dict | None = None,
+        module: str = "cft.main", timeout: float | None = 600,
         check: bool = False) -> subprocess.CompletedProcess:
-    """`python -m cft.main ARGS` from the repository root, output captured."""
-    proc = subprocess.run([sys.executable, "-m", "cft.main", *args], cwd=ROOT,
+    """`python -m MODULE ARGS` from the repository root, output captured, in `env` or else
+    cli_env(outputs, cache)."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
                           env=env or cli_env(outputs, cache), capture_output=True, text=True,
                           timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
+
+
+def torchrun_env(cache: Path, **extra: str) -> dict:
+    """The environment of a multi-process CPU run: one thread per process, DeepSpeed's ops
+    compiled once under the cache."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(Path(cache) / "torch_extensions")), **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_paths(outputs: Path, run_name: str) -> RunPaths:
@@ -39,3 +58,29 @@ def run_paths(outputs: Path, run_name: str) -> RunPaths:
 def train_metrics(paths: RunPaths) -> list[dict]:
     """The train stage's logged steps (metrics.jsonl rows that carry a loss)."""
     return [row for row in read_jsonl(paths.metrics) if row.get("stage") == "train" and "loss" in row]
+
+
+def teacher_requests(cfg, n: int, start: int = 0, prompt_version: int = 1,
+                     marker: dict[int, str] | None = None) -> list[Request]:
+    """Critique requests for a TeacherConfig, keyed the way the critique stage keys them;
+    `marker` appends a fake server's fault marker to item i's message."""
+    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+    out = []
+    for i in range(start, start + n):
+        question, response = f"What is {i} + {i}?", f"{i} + {i} = {2 * i + (i % 3 == 0)}"
+        key = request_key(model=cfg.model, prompt_name="critique-v1", prompt_version=prompt_version,
+                          sampling=sampling, question=question, response=response)
+        user = f"Question: {question}\n\nSolution: {response}{(marker or {}).get(i, '')}"
+        out.append(Request(key=key, meta={"id": f"q{i}"}, messages=[
+            {"role": "system", "content": f"You are a science expert. (v{prompt_version})"},
+            {"role": "user", "content": user}]))
+    return out
+
+
+def assert_no_secret(root: Path, *secrets: str) -> int:
+    """No file under `root` holds any of `secrets`; returns how many files were read."""
+    files = [p for p in Path(root).rglob("*") if p.is_file() and not p.is_symlink()]
+    for path in files:
+        data = path.read_bytes()
+        assert not any(s.encode() in data for s in secrets), path
+    return len(files)

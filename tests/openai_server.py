@@ -59,22 +59,77 @@ def body_hash(model: str, messages: list, temperature: float, top_p: float, max_
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _error(status: int, message: str, etype: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": etype, "code": None}},
+SERVER_ERROR = "The server had an error while processing your request."
+
+
+def error(status: int, message: str, etype: str = "invalid_request_error",
+          headers: dict | None = None) -> web.Response:
+    """An error as OpenAI answers one."""
+    return web.json_response({"error": {"message": message, "type": etype, "param": None, "code": None}},
                              status=status, headers=headers)
 
 
-class FakeOpenAI:
-    """The aiohttp application and its counters (single event loop: no locks needed)."""
+def request_hash(body: dict) -> str:
+    return body_hash(body["model"], body["messages"], body.get("temperature", 1.0),
+                     body.get("top_p", 1.0), body.get("max_tokens", 16))
 
-    def __init__(self, opts: ServerOptions):
+
+class FakeServer:
+    """What both fake servers share: the aiohttp app, its API-key check (on /v1/ paths), fault
+    counters, the tokens billed, and the completion of a chat request."""
+
+    def __init__(self, opts):
         self.opts = opts
-        self.calls: Counter[str] = Counter()
-        self.successes: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.app = web.Application()
+        self.app = web.Application(client_max_size=1024 ** 3, middlewares=[self._auth])
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        """With an api_key set, any other bearer token gets 401 and, like OpenAI's, an error
+        echoing it."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.opts.api_key and request.path.startswith("/v1/") and token != self.opts.api_key:
+            self.faults["401"] += 1
+            return error(401, f"Incorrect API key provided: {token}.")
+        return await handler(request)
+
+    def completion(self, body: dict, response_id: str) -> dict:
+        """The chat.completion of a request, billed. The same request always gets the same one:
+        cut at max_tokens (rate_length), without a verdict (rate_no_verdict), or ending in a
+        `Conclusion:` verdict."""
+        o, messages = self.opts, body["messages"]
+        h = request_hash(body)
+        content_rng = random.Random(f"{o.seed}:{h}")
+        truncated = content_rng.random() < o.rate_length
+        no_verdict = content_rng.random() < o.rate_no_verdict
+        verdict = "right" if int(h[:8], 16) % 2 else "wrong"
+        analysis = (f"Let me check the student's solution step by step (ref {h[:12]}). "
+                    "The setup is reasonable and the arithmetic in each step follows. ") * 3
+        max_tokens = int(body.get("max_tokens", 16))
+        if truncated:
+            text, finish, completion_tokens = analysis[: 4 * max_tokens], "length", max_tokens
+        else:
+            text = analysis if no_verdict else f"{analysis}\n\nConclusion: {verdict} [END]"
+            finish, completion_tokens = "stop", max(1, len(text) // 4)
+        prompt_tokens = len("".join(m.get("content") or "" for m in messages)) // 4 + 4 * len(messages)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        return {"id": response_id, "object": "chat.completion", "created": int(time.time()),
+                "model": body["model"], "choices": [{"index": 0, "finish_reason": finish,
+                                                     "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
+
+
+class FakeOpenAI(FakeServer):
+    """POST /v1/chat/completions with faults, and its counters (single event loop: no locks)."""
+
+    def __init__(self, opts: ServerOptions):
+        super().__init__(opts)
+        self.calls: Counter[str] = Counter()
+        self.successes: Counter[str] = Counter()
         self.app.router.add_post("/v1/chat/completions", self.chat)
         self.app.router.add_get("/v1/models", self.models)
         self.app.router.add_get("/stats", self.stats)
@@ -92,123 +147,75 @@ class FakeOpenAI:
 
     async def chat(self, request: web.Request) -> web.Response:
         o = self.opts
-        if o.api_key:
-            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if token != o.api_key:
-                self.faults["401"] += 1
-                return _error(401, f"Incorrect API key provided: {token}.", "invalid_request_error")
         try:
             body = await request.json()
         except ConnectionResetError:  # the client went away (a SIGKILL test): nothing to answer
             return web.Response(status=499)
-        messages = body["messages"]
-        h = body_hash(body["model"], messages, body.get("temperature", 1.0),
-                      body.get("top_p", 1.0), body.get("max_tokens", 16))
+        h = request_hash(body)
         n = self.calls[h]
         self.calls[h] += 1
-        text_in = "".join(m.get("content") or "" for m in messages)
+        text_in = "".join(m.get("content") or "" for m in body["messages"])
         u = random.Random(f"{o.seed}:{h}:{n}").random()
         if o.latency_s:
             await asyncio.sleep(o.latency_s)
         if BAD_REQUEST in text_in:
             self.faults["400"] += 1
-            return _error(400, "This model's maximum context length is exceeded.", "invalid_request_error")
-        if ALWAYS_500 in text_in:
+            return error(400, "This model's maximum context length is exceeded.")
+        if ALWAYS_500 in text_in or o.rate_429 <= u < o.rate_429 + o.rate_500:
             self.faults["500"] += 1
-            return _error(500, "The server had an error while processing your request.", "server_error")
+            return error(500, SERVER_ERROR, "server_error")
         if u < o.rate_429:
             self.faults["429"] += 1
-            return _error(429, "Rate limit reached for requests.", "requests", headers={
+            return error(429, "Rate limit reached for requests.", "requests", headers={
                 "retry-after-ms": str(int(o.retry_after_s * 1000)),
                 "retry-after": str(math.ceil(o.retry_after_s)),
             })
-        if u < o.rate_429 + o.rate_500:
-            self.faults["500"] += 1
-            return _error(500, "The server had an error while processing your request.", "server_error")
         if u < o.rate_429 + o.rate_500 + o.rate_timeout:
             self.faults["timeout"] += 1
             await asyncio.sleep(o.timeout_sleep_s)
-            return _error(504, "Gateway timeout.", "timeout")
-        return self._complete(body, h, messages, text_in)
-
-    def _complete(self, body: dict, h: str, messages: list, text_in: str) -> web.Response:
-        o = self.opts
-        content_rng = random.Random(f"{o.seed}:{h}")
-        truncated = content_rng.random() < o.rate_length
-        no_verdict = content_rng.random() < o.rate_no_verdict
-        verdict = "right" if int(h[:8], 16) % 2 else "wrong"
-        analysis = (f"Let me check the student's solution step by step (ref {h[:12]}). "
-                    "The setup is reasonable and the arithmetic in each step follows. ") * 3
-        max_tokens = int(body.get("max_tokens", 16))
-        if truncated:
-            text, finish, completion_tokens = analysis[: 4 * max_tokens], "length", max_tokens
-        else:
-            text = analysis if no_verdict else f"{analysis}\n\nConclusion: {verdict} [END]"
-            finish, completion_tokens = "stop", max(1, len(text) // 4)
-        prompt_tokens = len(text_in) // 4 + 4 * len(messages)
+            return error(504, "Gateway timeout.", "timeout")
         self.successes[h] += 1
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        return web.json_response({
-            "id": f"chatcmpl-{h}-{self.calls[h]}", "object": "chat.completion",
-            "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
-
-
-async def _serve(server, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(server.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    return runner, runner.addresses[0][1]
-
-
-def get_stats(base_url: str) -> dict:
-    root = base_url.rsplit("/v1", 1)[0]
-    with urllib.request.urlopen(f"{root}/stats", timeout=10) as r:
-        return json.loads(r.read())
+        return web.json_response(self.completion(body, f"chatcmpl-{h}-{self.calls[h]}"))
 
 
 class ServerProcess:
-    """The server as a child process (its own core and GIL): `with ServerProcess(...) as s:`."""
+    """A fake server as a child process (its own core and GIL): `with ServerProcess(rate_429=0.1)
+    as s:` s.base_url, s.stats(). A subclass names another server script and its options."""
+
+    script, options_cls = os.path.abspath(__file__), ServerOptions
 
     def __init__(self, **options):
-        self.options = ServerOptions(**options)
+        self.options = self.options_cls(**options)
         self.base_url = ""
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> str:
-        args = [sys.executable, os.path.abspath(__file__), "--port", "0"]
-        for f in fields(ServerOptions):
+    def __enter__(self):
+        args = [sys.executable, self.script, "--port", "0"]
+        for f in fields(self.options):
             args += [f"--{f.name.replace('_', '-')}", str(getattr(self.options, f.name))]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
             self.proc.kill()
-            raise RuntimeError(f"fake OpenAI server did not start: {line!r}")
+            raise RuntimeError(f"{os.path.basename(self.script)} did not start: {line!r}")
         self.base_url = line.split()[-1]
-        return self.base_url
+        return self
 
-
-    def stop(self) -> None:
+    def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
 
+    def call(self, path: str, payload: dict | None = None) -> dict:
+        """GET (or, with a payload, POST) one of the server's own endpoints (/stats, /admin/...)."""
+        req = urllib.request.Request(self.base_url.rsplit("/v1", 1)[0] + path,
+                                     data=None if payload is None else json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
     def stats(self) -> dict:
-        return get_stats(self.base_url)
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
+        return self.call("/stats")
 
 
 def serve_cli(options_cls, make_server, argv: list[str] | None, description: str, port: int = 8000) -> None:
@@ -223,8 +230,10 @@ def serve_cli(options_cls, make_server, argv: list[str] | None, description: str
     server = make_server(options_cls(**args))
 
     async def run() -> None:
-        runner, bound = await _serve(server, port)
-        print(f"listening on http://127.0.0.1:{bound}/v1", flush=True)
+        runner = web.AppRunner(server.app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}/v1", flush=True)
         try:
             await asyncio.Event().wait()
         finally:

@@ -20,9 +20,11 @@ import pytest
 
 from batch_server import ALWAYS_ERROR, BatchServerProcess
 from cft.config import TeacherConfig
-from cft.critique.base import Request, request_key
+from cft.critique.base import request_key
 from cft.critique.batch import BatchesPending, BatchTeacher, parse_result_line, request_line, split_batches
+from cft.io import read_jsonl
 from cft.store import Ledger, ResultStore
+from helpers import assert_no_secret, teacher_requests
 
 KEY_ENV = "CFT_TEST_BATCH_KEY"
 FAKE_KEY = "sk-test-batch-0123456789DONOTLEAK"
@@ -44,20 +46,6 @@ def batch_cfg(base_url: str, **over) -> TeacherConfig:
     return replace(cfg, **over)
 
 
-def make_requests(cfg: TeacherConfig, n: int, always_error: set[int] = frozenset()) -> list[Request]:
-    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
-    out = []
-    for i in range(n):
-        question, response = f"What is {i} + {i}?", f"{i} + {i} = {2 * i + (i % 3 == 0)}"
-        key = request_key(model=cfg.model, prompt_name="critique-v1", prompt_version=1,
-                          sampling=sampling, question=question, response=response)
-        marker = ALWAYS_ERROR if i in always_error else ""
-        out.append(Request(key=key, meta={"id": f"q{i}"}, messages=[
-            {"role": "system", "content": "You are a science expert."},
-            {"role": "user", "content": f"Question: {question}\n\nSolution: {response}{marker}"}]))
-    return out
-
-
 def run_batch(cfg, requests, run_dir: Path, wait: bool = True) -> dict:
     with ResultStore(run_dir / "cache.jsonl") as store, Ledger(
             run_dir / "ledger.jsonl", cfg.price_prompt_per_mtok, cfg.price_completion_per_mtok,
@@ -66,19 +54,15 @@ def run_batch(cfg, requests, run_dir: Path, wait: bool = True) -> dict:
             requests, store, ledger, wait=wait)
 
 
-def lines(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-
-
 # The killed run is a separate process (the server SIGKILLs it mid-create).
 CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from test_batch import batch_cfg, make_requests, run_batch
+    from test_batch import ALWAYS_ERROR, batch_cfg, run_batch, teacher_requests
     cfg = batch_cfg(sys.argv[2])
-    run_batch(cfg, make_requests(cfg, int(sys.argv[4]), {int(i) for i in sys.argv[5].split(",")}),
-              Path(sys.argv[3]))
+    marker = {int(i): ALWAYS_ERROR for i in sys.argv[5].split(",")}
+    run_batch(cfg, teacher_requests(cfg, int(sys.argv[4]), marker=marker), Path(sys.argv[3]))
 """)
 
 
@@ -88,7 +72,7 @@ def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server
     with BatchServerProcess(seed=3, expire_batch=2, expire_done_fraction=0.5, rate_item_error=0.05,
                             retrieve_500_every=5, lose_create=5, api_key=FAKE_KEY) as server:
         cfg = batch_cfg(server.base_url)
-        requests = make_requests(cfg, n, always_error)
+        requests = teacher_requests(cfg, n, marker=dict.fromkeys(always_error, ALWAYS_ERROR))
         # Run 1: killed by the server while its 3rd batch is being created.
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(TESTS), server.base_url,
                                   str(tmp_path), str(n), ",".join(map(str, always_error))],
@@ -98,7 +82,7 @@ def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server
         assert child.returncode == -9, err[-2000:]
         after_kill = server.stats()
         assert after_kill["faults"]["kill_on_create"] == 1 and len(after_kill["batches"]) == 3
-        log = lines(tmp_path / "batches.jsonl")
+        log = read_jsonl(tmp_path / "batches.jsonl")
         assert Counter(r["event"] for r in log) == {"uploaded": 3, "created": 2}
 
         # Run 2: adopts the orphaned batch, submits the rest, resubmits failures, collects all.
@@ -106,7 +90,7 @@ def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server
         final = server.stats()
 
     # Every item stored exactly once, or rejected with its reason after max_attempts batches.
-    stored = lines(tmp_path / "cache.jsonl")
+    stored = read_jsonl(tmp_path / "cache.jsonl")
     keys = [r["key"] for r in stored]
     assert len(keys) == len(set(keys)) == n - len(always_error)
     failed = {f["key"]: f for f in stats["failures"]}
@@ -126,14 +110,14 @@ def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server
     assert final["faults"]["item_500"] > 0 and final["faults"]["retrieve_500"] > 0
     assert stats["poll_errors"] > 0 and stats["batches_adopted"] == 1
     assert final["faults"]["create_lost"] == 1 and stats["batches_recovered"] == 1
-    assert any(r.get("adopted") for r in lines(tmp_path / "batches.jsonl"))
-    expired_reasons = [r for r in lines(tmp_path / "batches.jsonl")
+    assert any(r.get("adopted") for r in read_jsonl(tmp_path / "batches.jsonl"))
+    expired_reasons = [r for r in read_jsonl(tmp_path / "batches.jsonl")
                        if r["event"] == "done" and r["status"] == "expired"]
     kinds = Counter(v.split(":")[0] for v in expired_reasons[0]["failed"].values())
     assert kinds["batch_expired"] == 150 and set(kinds) <= {"batch_expired", "http_500"}
 
     # Ledger == the server's count; batch price = half the synchronous price.
-    ledger = lines(tmp_path / "ledger.jsonl")
+    ledger = read_jsonl(tmp_path / "ledger.jsonl")
     assert sum(r["prompt_tokens"] for r in ledger) == final["prompt_tokens"]
     assert sum(r["completion_tokens"] for r in ledger) == final["completion_tokens"]
     assert sum(r["status"] == "ok" for r in ledger) == len(keys)
@@ -142,9 +126,7 @@ def test_thousand_items_faults_and_a_kill_exactly_once_and_ledger_matches_server
         totals = l.totals()
     assert totals["cost_usd"] > 0 and totals["sync_cost_usd"] == pytest.approx(2 * totals["cost_usd"], rel=1e-6)
 
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert FAKE_KEY not in path.read_text(errors="ignore"), path
+    assert_no_secret(tmp_path, FAKE_KEY)
 
 
 def test_submit_and_exit_then_collect_later_with_a_cancelled_batch(tmp_path):
@@ -153,10 +135,10 @@ def test_submit_and_exit_then_collect_later_with_a_cancelled_batch(tmp_path):
 
     with BatchServerProcess(api_key=FAKE_KEY) as server:
         cfg = batch_cfg(server.base_url, batch_max_requests=40)
-        requests = make_requests(cfg, 100)
+        requests = teacher_requests(cfg, 100)
         with pytest.raises(BatchesPending, match="Run the same command again"):
             run_batch(replace(cfg, batch_wait_s=0.0), requests, tmp_path)
-        first = [r["batch_id"] for r in lines(tmp_path / "batches.jsonl") if r["event"] == "created"]
+        first = [r["batch_id"] for r in read_jsonl(tmp_path / "batches.jsonl") if r["event"] == "created"]
         assert len(first) == 3
         client = openai.OpenAI(base_url=server.base_url, api_key=FAKE_KEY)
         client.batches.cancel(first[0])
@@ -167,7 +149,7 @@ def test_submit_and_exit_then_collect_later_with_a_cancelled_batch(tmp_path):
 
     assert stats["done"] == 100 and not stats["failures"] and again["batches_created"] == 0
     assert final["batches"][first[0]]["status"] == "cancelled"
-    done = [r for r in lines(tmp_path / "batches.jsonl") if r["event"] == "done"]
+    done = [r for r in read_jsonl(tmp_path / "batches.jsonl") if r["event"] == "done"]
     cancelled = next(r for r in done if r["batch_id"] == first[0])
     assert len(cancelled["failed"]) == 40 and all("batch cancelled" in v for v in cancelled["failed"].values())
     assert sorted(final["submissions"].values()) == [1] * 60 + [2] * 40
@@ -185,7 +167,7 @@ def test_split_respects_request_and_byte_limits():
 
 def test_request_line_is_the_sync_request_keyed_by_store_key():
     cfg = batch_cfg("http://127.0.0.1:9/v1")
-    req = make_requests(cfg, 1)[0]
+    req = teacher_requests(cfg, 1)[0]
     line = json.loads(request_line(cfg, req))
     assert line["custom_id"] == req.key and line["url"] == "/v1/chat/completions"
     assert line["body"] == {"model": "fake-critic", "messages": req.messages, "temperature": 0.3,
@@ -193,19 +175,6 @@ def test_request_line_is_the_sync_request_keyed_by_store_key():
     assert parse_result_line({"custom_id": "k", "response": None,
                               "error": {"code": "batch_expired", "message": "late"}}) == (
         "k", None, "batch_expired: late")
-
-
-@pytest.mark.parametrize("overrides,message", [
-    (["teacher=vllm", "teacher.mode=batch"], "teacher.mode=batch needs the Batch API"),
-    (["teacher.mode=async"], "teacher.mode='async' is not one of"),
-    (["teacher.models=[{name: a},{name: a}]"], "teacher names must be distinct"),
-    (["teacher.models=[{name: a, backend: released}]"], "teacher.models[0].backend='released'"),
-])
-def test_bad_teacher_settings_fail_naming_the_key(compose, overrides, message):
-    from cft.config import ConfigError, validate
-
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        validate(compose(overrides))
 
 
 def test_multi_teacher_keys_are_distinct_and_single_teacher_keys_unchanged(compose):

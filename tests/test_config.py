@@ -18,9 +18,12 @@ def options(group: str) -> list[str]:
 
 
 def test_every_yaml_opens_with_a_comment():
+    """A one-line description; an experiment's or a cluster's names the command that runs it."""
     for path in (ROOT / "conf").rglob("*.yaml"):
         first = [l for l in path.read_text().splitlines() if not l.startswith("# @package")][0]
         assert first.startswith("# "), f"{path} does not open with a one-line comment"
+        if path.parent.name in ("experiment", "cluster"):
+            assert "python -m cft.main" in first, path
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -78,17 +81,6 @@ def test_bad_override_fails_naming_the_key(override, needle, tmp_path):
     assert needle in out.stderr
 
 
-def test_validate_names_the_key(compose):
-    with pytest.raises(ConfigError, match="method.global_batch_size"):
-        validate(compose(["model=qwen2.5-7b", "method.global_batch_size=100"]))
-    with pytest.raises(ConfigError, match="method.target"):
-        validate(compose(["method.target=imitation"]))
-    with pytest.raises(ConfigError, match="stages"):
-        validate(compose(["stages=[data,trian]"]))
-    with pytest.raises(ConfigError, match="dataset.noisy_generator=tiny .* model=qwen2.5-7b is pretrained"):
-        validate(compose(["model=qwen2.5-7b", "dataset.noisy_generator=tiny"]))
-
-
 def test_sft_teacher_with_released_critiques_fails_naming_both(compose):
     """teacher=released ships critiques; training them as 'solutions' would be a silent mix-up."""
     cfg = compose(["dataset=webinstruct-cft-50k", "teacher=released", "method=sft-teacher"])
@@ -97,22 +89,27 @@ def test_sft_teacher_with_released_critiques_fails_naming_both(compose):
     validate(compose(["dataset=webinstruct-cft-50k", "teacher=released", "method=sft-teacher", "stages=[eval]"]))
 
 
-@pytest.mark.parametrize("override,key", [("eval.benchmarks=[math-500,nope]", "eval.benchmarks"),
-                                          ("eval.select_benchmark=math5000", "eval.select_benchmark")])
-def test_unknown_benchmark_fails_at_validation_naming_the_key(compose, override, key):
-    with pytest.raises(ConfigError, match=f"{key}: unknown benchmark"):
-        validate(compose([override]))
-
-
-@pytest.mark.parametrize("override,needle", [
-    ("model.eval_template=alpaca", "model.eval_template='alpaca' is unknown"),
-    ("model.train_template=llama9", "model.train_template='llama9' is unknown"),
-    ("dataset.path=/nonexistent/train.jsonl", "dataset.path='/nonexistent/train.jsonl': file not found"),
-    ("model.path=/nonexistent/ckpt", "model.path='/nonexistent/ckpt': no such local model directory"),
+@pytest.mark.parametrize("overrides,message", [
+    (["model=qwen2.5-7b", "method.global_batch_size=100"], "method.global_batch_size"),
+    (["method.target=imitation"], "method.target"),
+    (["stages=[data,trian]"], "stages"),
+    (["deepspeed=zero2", "deepspeed.offload_param=cpu"], "offload_param"),
+    (["model.packing=yes"], "model.packing"),
+    (["eval.benchmarks=[math-500,nope]"], "eval.benchmarks: unknown benchmark"),
+    (["eval.select_benchmark=math5000"], "eval.select_benchmark: unknown benchmark"),
+    (["model.eval_template=alpaca"], "model.eval_template='alpaca' is unknown"),
+    (["model.train_template=llama9"], "model.train_template='llama9' is unknown"),
+    (["dataset.path=/nonexistent/train.jsonl"], "dataset.path='/nonexistent/train.jsonl': file not found"),
+    (["model.path=/nonexistent/ckpt", "model.init=pretrained"],
+     "model.path='/nonexistent/ckpt': no such local model directory"),
+    (["teacher=vllm", "teacher.mode=batch"], "teacher.mode=batch needs the Batch API"),
+    (["teacher.mode=async"], "teacher.mode='async' is not one of"),
+    (["teacher.models=[{name: a},{name: a}]"], "teacher names must be distinct"),
+    (["teacher.models=[{name: a, backend: released}]"], "teacher.models[0].backend='released'"),
+    (["model=qwen2.5-7b", "dataset.noisy_generator=tiny"], "but model=qwen2.5-7b is pretrained"),
 ])
-def test_missing_inputs_fail_at_validation_naming_the_key(compose, override, needle):
-    overrides = [override] + (["model.init=pretrained"] if override.startswith("model.path") else [])
-    with pytest.raises(ConfigError, match=re.escape(needle)):
+def test_bad_settings_and_missing_inputs_fail_validation_naming_the_key(compose, overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose(overrides))
 
 

@@ -63,17 +63,6 @@ def test_webinstruct_cft_schema_from_local_parquet(compose, tmp_path):
     assert [r.extra["released_verdict"] for r in records] == ["wrong", "right"]
 
 
-def test_malformed_jsonl_names_file_and_line(compose, tmp_path):
-    path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"question": "q", "response": "r"}) + "\n{not json\n")
-    cfg = compose(["dataset=jsonl", f"dataset.path={path}"])
-    with pytest.raises(DataError, match=rf"{path.name}:2"):
-        list(load_records(cfg.dataset))
-    path.write_text(json.dumps({"question": "q"}) + "\n")
-    with pytest.raises(DataError, match=rf"{path.name}:1.*response"):
-        list(load_records(cfg.dataset))
-
-
 def test_user_jsonl_checks_responses_against_answers(compose, tmp_path):
     path = tmp_path / "mine.jsonl"
     rows = [{"question": "1+1?", "response": "So $\\boxed{2}$.", "answer": "2"},

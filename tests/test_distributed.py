@@ -4,17 +4,15 @@ the two runs reduce gradients in a different order)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from cft.config import grad_accum_steps
-from conftest import ROOT
+from conftest import ROOT, make_compose
+from helpers import cli, free_port, torchrun_env
 from test_train import losses, train, train_cfg, write_rows
 
 pytestmark = pytest.mark.slow
@@ -30,25 +28,15 @@ print("SUMMARY", __import__("json").dumps(stage.run(cfg, RunPaths.of(cfg.run_dir
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(cfg, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
     (run_dir / "stage.py").write_text(STAGE)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
-                                                  str(Path(cfg.paths.cache) / "torch_extensions"))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                           f"--master_port={_free_port()}", str(run_dir / "stage.py"), str(run_dir / "cfg.yaml")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
-    return proc
+    env = torchrun_env(cfg.paths.cache, PYTHONPATH=str(ROOT))
+    return cli(f"--nproc_per_node={nproc}", f"--master_port={free_port()}", str(run_dir / "stage.py"),
+               str(run_dir / "cfg.yaml"), module="torch.distributed.run", env=env, timeout=timeout,
+               check=True)
 
 
 def _summary(proc) -> dict:
@@ -57,10 +45,9 @@ def _summary(proc) -> dict:
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, cache_dir):
-    from test_resume import _compose_into
-
     run_dir = tmp_path_factory.mktemp("one")
-    summary = train(train_cfg(_compose_into(run_dir, cache_dir), run_dir, "method.max_steps=4"))
+    compose = make_compose(cache_dir, run_dir, run_dir / "outputs")
+    summary = train(train_cfg(compose, run_dir, "method.max_steps=4"))
     assert summary["world_size"] == 1 and summary["global_step"] == 4
     return losses(run_dir)
 

@@ -5,8 +5,10 @@ import shutil
 
 import pytest
 
-from cft.templates import eval_prompt
+from cft.io import read_json
 from cft.paths import RunPaths
+from cft.templates import eval_prompt
+from helpers import cli, free_port, torchrun_env
 
 
 def overfit(source, out_dir, pairs, steps=80):
@@ -57,7 +59,7 @@ def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, 
     summary = run(cfg, paths)
 
     assert summary["selected_step"] == 20
-    selection = __import__("json").loads((paths.eval_dir / "selection.json").read_text())
+    selection = read_json(paths.selection)
     assert [c["step"] for c in selection["curve"]] == [10, 20, 30]
     assert [c["accuracy"] for c in selection["curve"]] == [0.0, 100.0, 0.0]
     assert summary["gsm8k"] == 100.0  # the final eval used the selected checkpoint
@@ -105,30 +107,15 @@ def test_zero3_torchrun_then_eval_in_its_own_process(tmp_path, cache_dir):
     """One torchrun command: 2-rank DeepSpeed ZeRO-3 training, then evaluation (critic included)
     in a fresh child of rank 0 while rank 1 leaves. In-process, rank 0's from_pretrained entered
     ZeRO-3's zero.Init and waited for rank 1 (gloo: "Connection closed by peer")."""
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CFT_CACHE": str(cache_dir),
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(cache_dir / "torch_extensions"))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-         "-m", "cft.main", "deepspeed=zero3", "eval.limit=2", "eval.critic_limit=4", "eval.max_new_tokens=16",
-         "method.max_steps=2", "dataset.limit=32", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+    cli("--nproc_per_node=2", f"--master_port={free_port()}", "-m", "cft.main", "deepspeed=zero3",
+        "eval.limit=2", "eval.critic_limit=4", "eval.max_new_tokens=16", "method.max_steps=2",
+        "dataset.limit=32", f"hydra.run.dir={run_dir}", module="torch.distributed.run",
+        env=torchrun_env(cache_dir, CFT_CACHE=str(cache_dir)), timeout=900, check=True)
     paths = RunPaths.of(run_dir)
-    assert json.loads(paths.stage_done("train").read_text())["summary"]["world_size"] == 2
-    assert json.loads(paths.eval_results.read_text())["benchmarks"]["math-500"]["n"] == 2
-    assert json.loads(paths.critic_metrics.read_text())["n"] == 4
+    assert read_json(paths.stage_done("train"))["summary"]["world_size"] == 2
+    assert read_json(paths.eval_results)["benchmarks"]["math-500"]["n"] == 2
+    assert read_json(paths.critic_metrics)["n"] == 4
     assert (paths.stages_dir / "eval.result.json").is_file()
     assert paths.results.is_file()  # the report stage ran after it
 

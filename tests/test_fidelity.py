@@ -8,17 +8,13 @@ import json
 from cft.io import read_json, read_jsonl
 from cft.paths import RunPaths
 from cft.pipeline import run
+from test_data import WEBINSTRUCT_ROWS
 
-INSTRUCTION = "Please critique whether the following solution to the question is correct.\n\n"
-ROWS = [
-    {"instruction": INSTRUCTION, "input": "Question:\nWhat is 2+2?\n\nSolution:\n2+2=5.\n",
-     "output": "The addition is wrong; 2+2=4.\nConclusion: wrong [END]"},
-    {"instruction": INSTRUCTION, "input": "Question:\nSolve x+1=3.\n\nSolution:\nx=2.\n",
-     "output": "Correct.\nConclusion: right [END]"},
-    # Released critiques without a parsable verdict exist; the official run trained on them.
-    {"instruction": INSTRUCTION, "input": "Question:\nIs 7 prime?\n\nSolution:\nYes.\n",
-     "output": "The solution is correct, 7 has no divisor but 1 and itself."},
-]
+INSTRUCTION = WEBINSTRUCT_ROWS[0]["instruction"]
+# Released critiques without a parsable verdict exist; the official run trained on them.
+ROWS = [*WEBINSTRUCT_ROWS,
+        {"instruction": INSTRUCTION, "input": "Question:\nIs 7 prime?\n\nSolution:\nYes.\n",
+         "output": "The solution is correct, 7 has no divisor but 1 and itself."}]
 
 
 def _released_run(compose, tmp_path, *overrides):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every field a GPU run fills (dotted paths into gpu_check.json).
@@ -89,11 +91,8 @@ def test_peak_table_and_model_flops(tiny_source):
 @pytest.mark.slow
 def test_smoke_run_passes_and_fills_every_field(tmp_path, cache_dir):
     out = tmp_path / "check"
-    r = subprocess.run([sys.executable, "-m", "cft.gpu_check", str(out), "--smoke"], cwd=ROOT,
-                       env=_env(cache_dir), capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    d = _check_json(out)
-    assert d["mode"] == "smoke"
+    cli(str(out), "--smoke", module="cft.gpu_check", env=_env(cache_dir), timeout=None, check=True)
+    assert _check_json(out)["mode"] == "smoke"
 
 
 @pytest.mark.slow

@@ -1,19 +1,16 @@
 """The process-isolated Grader on an adversarial corpus, and the `python -m cft.answers` CLI."""
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from cft.answers import Grader, Verdict, check, fast_check
 from cft.datasets.champ_judge import judge_free_text
+from cft.io import read_jsonl, write_jsonl
+from helpers import cli
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 1.0
 
 
@@ -121,21 +118,16 @@ def test_math_verify_checker_under_the_same_hard_timeout():
     assert max(grader.durations) < TIMEOUT + 1.0
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cft.answers", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
-
-
 def test_cli_grades_a_file_and_keeps_fields(tmp_path):
     rows = [{"id": 1, "prediction": "\\frac12", "reference": "0.5"},
             {"id": 2, "prediction": "3", "reference": "4", "answer_type": "Numerical"},
             {"id": 3, "prediction": None, "reference": "4"},
             {"id": 4, "prediction": "5^{5^{5^5}}", "reference": "4"}]
     pairs, out = tmp_path / "pairs.jsonl", tmp_path / "out.jsonl"
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = _cli(str(pairs), "--out", str(out), "--timeout", "1", "--workers", "2", "--compare")
-    assert result.returncode == 0, result.stderr
-    graded = [json.loads(line) for line in out.read_text().splitlines()]
+    write_jsonl(pairs, rows)
+    result = cli(str(pairs), "--out", str(out), "--timeout", "1", "--workers", "2", "--compare",
+                 module="cft.answers", outputs=tmp_path, cache=tmp_path, timeout=120, check=True)
+    graded = read_jsonl(out)
     assert [g["verdict"] for g in graded] == ["equal", "different", "unparsable", "timeout"]
     assert all(g.items() >= r.items() for g, r in zip(graded, rows))
     assert "verdict_math_verify" in graded[0]
@@ -151,7 +143,8 @@ def test_cli_grades_a_file_and_keeps_fields(tmp_path):
 def test_cli_names_file_and_line_of_bad_input(tmp_path, bad_line, message):
     pairs, out = tmp_path / "pairs.jsonl", tmp_path / "out.jsonl"
     pairs.write_text('{"prediction": "1", "reference": "1"}\n\n' + bad_line + "\n")
-    result = _cli(str(pairs), "--out", str(out))
+    result = cli(str(pairs), "--out", str(out), module="cft.answers", outputs=tmp_path, cache=tmp_path,
+                 timeout=120)
     assert result.returncode == 2
     assert f"{pairs}:3: {message}" in result.stderr
     assert not out.exists()

@@ -2,6 +2,8 @@
 stage selection and failures through `pipeline.run(compose(...))` in process."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cft.config import ConfigError
@@ -90,11 +92,15 @@ def test_failed_stage_leaves_no_completion_marker(compose):
     assert not list(paths.root.rglob("*.tmp"))
 
 
-def test_malformed_user_dataset_fails_naming_file_and_line(compose, tmp_path):
+@pytest.mark.parametrize("text,error", [
+    ('{"question": "q", "response": "r"}\n{"question": "q2", "response": \n', ":2: not valid JSON"),
+    ('{"question": "q"}\n', ":1.*response"),  # a required field missing
+], ids=["not-json", "missing-field"])
+def test_malformed_user_dataset_fails_naming_file_and_line(compose, tmp_path, text, error):
     data = tmp_path / "mine.jsonl"
-    data.write_text('{"question": "q", "response": "r"}\n{"question": "q2", "response": \n')
+    data.write_text(text)
     cfg = compose(["dataset=jsonl", f"dataset.path={data}"])
-    with pytest.raises(DataError, match=f"{data}:2: not valid JSON"):
+    with pytest.raises(DataError, match=re.escape(str(data)) + error):
         run(cfg)
     assert not RunPaths.of(cfg.run_dir).records.exists()
 

@@ -5,8 +5,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,10 @@ import yaml
 
 from cft.report.__main__ import build_report, main
 from cft.report.tables import build_table, collect_runs, to_csv, to_latex, to_markdown
-from helpers import cli, cli_env
+from cft.paths import RunPaths
+from helpers import assert_no_secret, cli, cli_env, train_metrics
 from wandb_offline import read_run
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ["math-500", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]
 
 
@@ -174,10 +172,8 @@ def real_sweep(tmp_path_factory, cache_dir) -> Path:
 @pytest.mark.slow
 def test_real_sweep_report_matches_each_runs_results(real_sweep, tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "cft.report", str(real_sweep), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "WANDB_MODE": "offline"})
-    assert proc.returncode == 0, proc.stderr
+    cli(str(real_sweep), "--out", str(out), module="cft.report", env={**os.environ, "WANDB_MODE": "offline"},
+        timeout=300, check=True)
     for name in ["results_table.md", "results_table.csv", "results_table.tex", "report.md",
                  "report.html", "train_loss.png", "accuracy.png"]:
         assert (out / name).stat().st_size > 0, name
@@ -206,10 +202,8 @@ def test_real_sweep_has_an_offline_wandb_run_per_job_with_metrics(real_sweep):
         assert record["runs"][0]["group"] == "tiny-noisy-source"
         assert record["runs"][0]["name"].endswith("/" + job.name.partition("_")[2])
         train = [h for h in record["history"] if "train/loss" in h]
-        logged = [r for r in map(json.loads, (job / "metrics.jsonl").read_text().splitlines())
-                  if r.get("stage") == "train" and "loss" in r]
         assert [(h["train/global_step"], h["train/loss"]) for h in train] == \
-            [(r["step"], r["loss"]) for r in logged]
+            [(r["step"], r["loss"]) for r in train_metrics(RunPaths.of(job))]
         assert "train/learning_rate" in train[-1]
         results = json.loads((job / "results.json").read_text())
         assert record["summary"]["eval/math-500/accuracy"] == results["accuracy"]["math-500"]
@@ -219,10 +213,4 @@ def test_real_sweep_has_an_offline_wandb_run_per_job_with_metrics(real_sweep):
 
 @pytest.mark.slow
 def test_real_sweep_writes_no_secret_value_anywhere(real_sweep):
-    checked = 0
-    for path in real_sweep.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            assert FAKE_OPENAI.encode() not in data and FAKE_WANDB.encode() not in data, path
-            checked += 1
-    assert checked > 50 and list(real_sweep.rglob("*.wandb"))
+    assert assert_no_secret(real_sweep, FAKE_OPENAI, FAKE_WANDB) > 50 and list(real_sweep.rglob("*.wandb"))

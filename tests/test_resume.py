@@ -15,7 +15,7 @@ from cft.io import read_jsonl
 from cft.paths import RunPaths
 from cft import checkpoints as ckpt
 
-from conftest import ROOT
+from conftest import ROOT, make_compose
 from test_train import losses, train, train_cfg, write_rows
 
 TOL = 1e-6
@@ -64,34 +64,11 @@ def _killed_run(cfg, mode: str) -> None:
     assert proc.returncode == 17, proc.stderr[-3000:]
 
 
-def _compose_into(run_dir: Path, cache_dir: Path):
-    """A module-scoped twin of conftest's `compose` fixture (that one is per test)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    from cft.config import register_configs
-    from conftest import BENCHMARKS
-
-    register_configs()
-
-    def compose(overrides, run_dir=run_dir):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
-        with open_dict(cfg):
-            cfg.run_dir, cfg.paths.benchmarks = str(run_dir), str(BENCHMARKS)
-            cfg.paths.cache, cfg.paths.output_root = str(cache_dir), str(run_dir / "outputs")
-        OmegaConf.resolve(cfg)
-        return cfg
-
-    return compose
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, cache_dir):
     """The reference: the same 6 steps, same config and data, in one go."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    summary = train(train_cfg(_compose_into(run_dir, cache_dir), run_dir))
+    summary = train(train_cfg(make_compose(cache_dir, run_dir, run_dir / "outputs"), run_dir))
     assert summary["global_step"] == 6 and summary["resumed_from"] is None
     return losses(run_dir)
 

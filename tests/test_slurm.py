@@ -5,7 +5,6 @@ Skipped unless `sinfo` answers with an idle node. Jobs are tiny-model runs with 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from cft.cluster import read_jobs
-from helpers import cli_env
+from cft.io import read_json
+from helpers import cli, cli_env, run_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITION = os.environ.get("CFT_SLURM_PARTITION", "debug")
-FAST = ["eval.limit=2", "dataset.limit=32", "tracking.mode=disabled"]
+SWEEP = ["--multirun", "cluster=slurm-cpu", f"cluster.partition={PARTITION}",
+         "eval.limit=2", "dataset.limit=32", "tracking.mode=disabled"]
 
 
 def _idle_node() -> str | None:
@@ -46,11 +47,6 @@ def _env(tmp_path: Path, cache: Path) -> dict:
     return cli_env(tmp_path / "outputs", cache, PWD=str(ROOT))
 
 
-def _sweep(args: list[str], env: dict) -> list[str]:
-    return [sys.executable, "-m", "cft.main", "--multirun", "cluster=slurm-cpu",
-            f"cluster.partition={PARTITION}", *FAST, *args]
-
-
 def _job_dirs(outputs: Path) -> list[Path]:
     return sorted(p.parent.parent for p in outputs.rglob(".hydra/overrides.yaml"))
 
@@ -71,16 +67,12 @@ def _final_state(job_id: str, wait_s: float = 60) -> str:
 
 
 def test_sweep_runs_each_cell_as_a_slurm_job(tmp_path, tiny_source, cache_dir):
-    env = _env(tmp_path, cache_dir)
-    proc = subprocess.run(_sweep(["method=sft,cft", "method.max_steps=2"], env), cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli(*SWEEP, "method=sft,cft", "method.max_steps=2", env=_env(tmp_path, cache_dir), check=True)
     dirs = _job_dirs(tmp_path / "outputs")
     assert sorted(d.name.split("_")[0] for d in dirs) == ["0", "1"]
     job_ids = set()
     for d in dirs:
-        results = json.loads((d / "results.json").read_text())
-        assert results
+        assert read_json(d / "results.json")
         overrides = (d / ".hydra" / "overrides.yaml").read_text()
         assert "cluster=slurm-cpu" in overrides and "method=" in overrides
         (job,) = read_jobs(d)  # one start, no restart
@@ -97,7 +89,8 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
     finished stages and resumes training from the last complete checkpoint."""
     env = _env(tmp_path, cache_dir)
     # 6 steps, a checkpoint every 3: room to interrupt after one.
-    submit = subprocess.Popen(_sweep(["method=cft", "method.max_steps=6", "method.save_steps=3"], env), cwd=ROOT, env=env,
+    submit = subprocess.Popen([sys.executable, "-m", "cft.main", *SWEEP, "method=cft", "method.max_steps=6",
+                               "method.save_steps=3"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 300
@@ -145,8 +138,8 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
     assert "Requeued job" in log
     assert "stage data: outputs complete, skipped" in log
     assert "stage critique: outputs complete, skipped" in log
-    assert json.loads((run_dir / "results.json").read_text())
-    train = json.loads((run_dir / "stages" / "train.done.json").read_text())["summary"]
+    assert read_json(run_dir / "results.json")
+    train = read_json(run_dir / "stages" / "train.done.json")["summary"]
     if not train_done_before:  # interrupted mid-training: resumed from the checkpoint
         assert train["resumed_from"] and "checkpoint-" in str(train["resumed_from"])
         assert train["global_step"] == 6
@@ -164,5 +157,4 @@ def test_multi_task_srun_runs_data_and_critique_once(tmp_path, tiny_source, cach
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     ran = [line.split(":", 1)[0].strip() for line in proc.stdout.splitlines() if ": running" in line]
     assert sorted(ran) == ["0", "0"], proc.stdout[-3000:]  # data and critique, each once, by task 0
-    info = json.loads((tmp_path / "outputs" / "runs" / "srun2" / "run_info.json").read_text())
-    assert info["world_size"] == 2
+    assert read_json(run_paths(tmp_path / "outputs", "srun2").run_info)["world_size"] == 2

@@ -23,7 +23,9 @@ import pytest
 from cft.config import TeacherConfig
 from cft.critique.api import OpenAITeacher, TeacherError, backoff_delay, estimate_tokens, parse_retry_after
 from cft.critique.base import Request, request_key
+from cft.io import read_jsonl
 from cft.store import Ledger, ResultStore
+from helpers import teacher_requests
 from openai_server import ALWAYS_500, BAD_REQUEST, ServerProcess, body_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,28 +47,8 @@ def teacher_cfg(base_url: str, **over) -> TeacherConfig:
     return replace(cfg, **over)
 
 
-def make_requests(cfg: TeacherConfig, n: int, start: int = 0, prompt_version: int = 1,
-                  marker: dict[int, str] | None = None) -> list[Request]:
-    """Requests keyed the way the critique stage keys them."""
-    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
-    out = []
-    for i in range(start, start + n):
-        question, response = f"What is {i} + {i}?", f"{i} + {i} = {2 * i + (i % 3 == 0)}"
-        key = request_key(model=cfg.model, prompt_name="critique-v1", prompt_version=prompt_version,
-                          sampling=sampling, question=question, response=response)
-        user = f"Question: {question}\n\nSolution: {response}{(marker or {}).get(i, '')}"
-        out.append(Request(key=key, meta={"id": f"q{i}"}, messages=[
-            {"role": "system", "content": f"You are a science expert. (v{prompt_version})"},
-            {"role": "user", "content": user}]))
-    return out
-
-
 def server_hash(cfg: TeacherConfig, req: Request) -> str:
     return body_hash(cfg.model, req.messages, cfg.temperature, cfg.top_p, cfg.max_tokens)
-
-
-def store_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_teacher(cfg, requests, tmp_path: Path) -> dict:
@@ -81,11 +63,11 @@ def test_faulty_server_every_key_exactly_once_and_ledger_matches_server(tmp_path
                        retry_after_s=0.05, rate_length=0.05, rate_no_verdict=0.05) as srv:
         # Client timeout 1 s: a "timeout" call hangs 2 s; a normal one answers in milliseconds.
         cfg = teacher_cfg(srv.base_url, concurrency=64, timeout_s=1.0)
-        requests = make_requests(cfg, 1000)
+        requests = teacher_requests(cfg, 1000)
         stats = run_teacher(cfg, requests, tmp_path)
         server = srv.stats()
 
-    rows = store_lines(tmp_path / "cache.jsonl")
+    rows = read_jsonl(tmp_path / "cache.jsonl")
     per_key = Counter(r["key"] for r in rows)
     assert set(per_key) == {r.key for r in requests} and set(per_key.values()) == {1}
     assert stats["done"] == 1000 and stats["failed_permanently"] == 0
@@ -93,7 +75,7 @@ def test_faulty_server_every_key_exactly_once_and_ledger_matches_server(tmp_path
     assert all(server["successes"][server_hash(cfg, r)] == 1 for r in requests)
     assert server["total_successes"] == 1000
 
-    ledger = store_lines(tmp_path / "ledger.jsonl")
+    ledger = read_jsonl(tmp_path / "ledger.jsonl")
     totals = Ledger(tmp_path / "ledger.jsonl").totals()
     assert (totals["prompt_tokens"], totals["completion_tokens"]) == \
         (server["prompt_tokens"], server["completion_tokens"]) != (0, 0)
@@ -128,14 +110,14 @@ def test_faulty_server_every_key_exactly_once_and_ledger_matches_server(tmp_path
 def test_attempt_cap_and_non_retryable_errors_fail_permanently_and_resume(tmp_path):
     with ServerProcess(seed=2) as srv:
         cfg = teacher_cfg(srv.base_url, max_attempts=3)
-        requests = make_requests(cfg, 20, marker={3: ALWAYS_500, 7: ALWAYS_500, 11: BAD_REQUEST})
+        requests = teacher_requests(cfg, 20, marker={3: ALWAYS_500, 7: ALWAYS_500, 11: BAD_REQUEST})
         stats = run_teacher(cfg, requests, tmp_path)
         failed = {requests[i].key for i in (3, 7, 11)}
         assert stats["done"] == 17 and stats["failed_permanently"] == 3
         assert {f["key"] for f in stats["failures"]} == failed
         with ResultStore(tmp_path / "cache.jsonl") as store:
             assert len(store) == 17 and not any(k in store for k in failed)
-        rows = store_lines(tmp_path / "ledger.jsonl")
+        rows = read_jsonl(tmp_path / "ledger.jsonl")
         for i, expect in ((3, ["retry:http_500", "retry:http_500", "failed"]),
                           (7, ["retry:http_500", "retry:http_500", "failed"]),
                           (11, ["failed"])):  # a 400 is not retried
@@ -151,7 +133,7 @@ def test_attempt_cap_and_non_retryable_errors_fail_permanently_and_resume(tmp_pa
 def test_duplicate_requests_are_sent_once(tmp_path):
     with ServerProcess() as srv:
         cfg = teacher_cfg(srv.base_url)
-        requests = make_requests(cfg, 5)
+        requests = teacher_requests(cfg, 5)
         stats = run_teacher(cfg, requests + requests[:2], tmp_path)
         assert stats["done"] == 5 and stats["skipped_duplicate"] == 2
         assert srv.stats()["total_calls"] == 5
@@ -189,7 +171,7 @@ def test_sigkill_resume_never_re_requests_stored_keys(tmp_path):
     targets = sorted(rng.sample(range(20, n - 40), kills))
     with ServerProcess(seed=3, latency_s=0.03, rate_500=0.1) as srv:
         cfg = teacher_cfg(srv.base_url, concurrency=8, timeout_s=5.0)
-        requests = make_requests(cfg, n)
+        requests = teacher_requests(cfg, n)
         req_file = tmp_path / "requests.jsonl"
         req_file.write_text("".join(json.dumps(asdict(r)) + "\n" for r in requests))
         hashes = {r.key: server_hash(cfg, r) for r in requests}
@@ -227,7 +209,7 @@ def test_sigkill_resume_never_re_requests_stored_keys(tmp_path):
         assert all(after["calls"][hashes[k]] == calls[hashes[k]] for k in stored)
     with ResultStore(cache) as store:
         assert len(store) == n and store.repaired_bytes == 0
-    rows = store_lines(cache)
+    rows = read_jsonl(cache)
     assert Counter(r["key"] for r in rows) == Counter({r.key: 1 for r in requests})
     # The hand-written torn line went to the side file, not into the store.
     assert torn in (tmp_path / "cache.jsonl.torn").read_bytes()
@@ -259,19 +241,19 @@ def test_rerun_calls_only_for_changed_items(tmp_path):
             return srv.stats()["total_calls"]
 
         cfg = teacher_cfg(srv.base_url)
-        first = make_requests(cfg, 20)
+        first = teacher_requests(cfg, 20)
         run_teacher(cfg, first, tmp_path)
         assert calls() == 20
         # Same config: nothing is sent.
         assert run_teacher(cfg, first, tmp_path)["skipped_cached"] == 20 and calls() == 20
         # Five new items: five calls.
-        stats = run_teacher(cfg, make_requests(cfg, 25), tmp_path)
+        stats = run_teacher(cfg, teacher_requests(cfg, 25), tmp_path)
         assert (stats["skipped_cached"], stats["done"], calls()) == (20, 5, 25)
         # New temperature, prompt version or model: every key changes, everything is redone.
         for changed, version in ((replace(cfg, temperature=0.7), 1), (cfg, 2),
                                  (replace(cfg, model="fake-critic-2"), 1)):
             before = calls()
-            stats = run_teacher(changed, make_requests(changed, 25, prompt_version=version), tmp_path)
+            stats = run_teacher(changed, teacher_requests(changed, 25, prompt_version=version), tmp_path)
             assert (stats["skipped_cached"], stats["done"], calls() - before) == (0, 25, 25)
         # The original results are still there and still hit.
         assert run_teacher(cfg, first, tmp_path)["skipped_cached"] == 20
@@ -286,13 +268,13 @@ def test_missing_key_names_the_variable_and_sends_nothing(tmp_path, monkeypatch)
     with ServerProcess() as srv:
         cfg = teacher_cfg(srv.base_url)
         with pytest.raises(TeacherError, match=KEY_ENV):
-            run_teacher(cfg, make_requests(cfg, 3), tmp_path)
+            run_teacher(cfg, teacher_requests(cfg, 3), tmp_path)
         assert srv.stats()["total_calls"] == 0
         # Nothing to do needs no key: a fully cached run works offline.
         monkeypatch.setenv(KEY_ENV, FAKE_KEY)
-        run_teacher(cfg, make_requests(cfg, 3), tmp_path)
+        run_teacher(cfg, teacher_requests(cfg, 3), tmp_path)
         monkeypatch.delenv(KEY_ENV)
-        assert run_teacher(cfg, make_requests(cfg, 3), tmp_path)["skipped_cached"] == 3
+        assert run_teacher(cfg, teacher_requests(cfg, 3), tmp_path)["skipped_cached"] == 3
 
 
 def test_key_never_reaches_store_ledger_or_logs(tmp_path, caplog, capfd):
@@ -300,7 +282,7 @@ def test_key_never_reaches_store_ledger_or_logs(tmp_path, caplog, capfd):
     # The server accepts only FAKE_KEY, so a success proves the key was sent.
     with ServerProcess(api_key=FAKE_KEY, rate_500=0.3, rate_429=0.2) as srv:
         cfg = teacher_cfg(srv.base_url, max_attempts=2)
-        stats = run_teacher(cfg, make_requests(cfg, 50, marker={5: BAD_REQUEST}), tmp_path)
+        stats = run_teacher(cfg, teacher_requests(cfg, 50, marker={5: BAD_REQUEST}), tmp_path)
         assert stats["done"] > 0 and stats["retries"] > 0 and stats["failed_permanently"] >= 1
     # A wrong key: the run stops with an error naming the variable, not the key, although
     # the server echoes the rejected key in its error body (as OpenAI's does).
@@ -309,7 +291,7 @@ def test_key_never_reaches_store_ledger_or_logs(tmp_path, caplog, capfd):
         mp.setenv(KEY_ENV, wrong)
         cfg = teacher_cfg(srv.base_url, concurrency=4)
         with pytest.raises(TeacherError, match=KEY_ENV) as err:
-            run_teacher(cfg, make_requests(cfg, 200, start=100), tmp_path / "wrong")
+            run_teacher(cfg, teacher_requests(cfg, 200, start=100), tmp_path / "wrong")
         assert srv.stats()["total_calls"] < 200  # stopped early, did not walk the dataset
     out, errout = capfd.readouterr()
     texts = [out, errout, caplog.text, str(err.value), json.dumps(stats)]

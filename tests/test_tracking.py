@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import sys
 
-from omegaconf import OmegaConf
+import pytest
 
 from cft.paths import RunPaths
 from cft.tracking import REDACTED, RUN_ID_FILE, job_identity, log_metrics, scrub, track
+from helpers import assert_no_secret
 from wandb_offline import read_run
 
 
@@ -26,8 +27,11 @@ def test_scrub_redacts_secret_names_and_env_values_but_keeps_variable_names(monk
     assert clean["key"] == REDACTED
 
 
-def test_disabled_tracking_writes_only_metrics_jsonl(compose, tmp_path):
-    cfg = compose(["tracking.mode=disabled"])
+@pytest.mark.parametrize("mode,rank", [("disabled", "0"), ("offline", "1")])
+def test_no_wandb_run_when_disabled_or_not_rank_0(compose, monkeypatch, mode, rank):
+    """Tracking off, or a rank other than 0: no W&B run and no run id, metrics.jsonl only."""
+    monkeypatch.setenv("RANK", rank)
+    cfg = compose([f"tracking.mode={mode}"])
     paths = RunPaths.of(cfg.run_dir)
     paths.root.mkdir(parents=True)
     with track(cfg, paths) as run:
@@ -35,16 +39,6 @@ def test_disabled_tracking_writes_only_metrics_jsonl(compose, tmp_path):
         log_metrics(paths.metrics, {"stage": "train", "loss": 1.0}, step=1)
     assert sorted(p.name for p in paths.root.iterdir()) == ["metrics.jsonl"]
     assert json.loads(paths.metrics.read_text())["loss"] == 1.0
-
-
-def test_nonzero_rank_starts_no_run(compose, monkeypatch):
-    monkeypatch.setenv("RANK", "1")
-    cfg = compose(["tracking.mode=offline"])
-    paths = RunPaths.of(cfg.run_dir)
-    paths.root.mkdir(parents=True)
-    with track(cfg, paths) as run:
-        assert run is None
-    assert not (paths.root / "wandb").exists() and not (paths.root / RUN_ID_FILE).exists()
 
 
 def test_job_identity_from_sweep_layout(compose, tmp_path):
@@ -84,6 +78,4 @@ def test_offline_run_logs_metrics_results_and_resumes_same_id(compose, tmp_path,
     assert record["summary"]["eval/math-500/accuracy"] == 100.0
     assert record["summary"]["eval/math-500/predictions/nrows"] == 1
     assert record["config"]["teacher"]["api_key_env"] == "OPENAI_API_KEY"
-    for path in paths.root.rglob("*"):
-        if path.is_file():
-            assert b"sk-test-FAKE-tracking" not in path.read_bytes(), path
+    assert_no_secret(paths.root, "sk-test-FAKE-tracking")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cft.config import ConfigError, validate
-from cft.io import write_jsonl
+from cft.io import read_jsonl, write_jsonl
 from cft.paths import RunPaths
 
 
@@ -78,13 +78,9 @@ def train(cfg) -> dict:
 
 
 def losses(run_dir: Path) -> dict[int, dict]:
-    """step -> the training log row (loss, learning_rate, grad_norm) of metrics.jsonl."""
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "loss" in row:
-            out[row["step"]] = row
-    return out
+    """step -> the training log row (loss, learning_rate, grad_norm) of metrics.jsonl; a later
+    row wins."""
+    return {row["step"]: row for row in read_jsonl(RunPaths.of(run_dir).metrics) if "loss" in row}
 
 
 # --- packed vs padded through the Trainer -------------------------------------------------------
@@ -162,7 +158,7 @@ def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage
     assert ds_config(cfg, world_size=8, gpu=False)["bf16"]["enabled"] is False
 
 
-def test_deepspeed_none_is_off_and_offload_is_validated(compose):
+def test_deepspeed_none_is_off_and_offload_reaches_the_json(compose):
     from cft.train.deepspeed import ds_config
 
     cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=none"]))
@@ -172,16 +168,11 @@ def test_deepspeed_none_is_off_and_offload_is_validated(compose):
     ds = ds_config(off, 8, gpu=True)
     assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert ds["optimizer"]["params"]["lr"] == off.method.lr  # offload needs DeepSpeed's CPU Adam
-    with pytest.raises(ConfigError, match="offload_param"):
-        validate(compose(["deepspeed=zero2", "deepspeed.offload_param=cpu"]))
-    with pytest.raises(ConfigError, match="model.packing"):
-        validate(compose(["model.packing=yes"]))
 
 
 def test_deepspeed_json_follows_the_world_size_it_runs_on(compose):
     """Accumulation is derived for the world size at hand (a requeue on 4 GPUs keeps the global
     batch of 512); one the global batch cannot split over fails naming the keys."""
-    from cft.config import ConfigError
     from cft.train.deepspeed import ds_config
 
     cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=zero2"]), world_size=8)
