@@ -87,7 +87,9 @@ def test_faulty_server_every_key_exactly_once_and_ledger_matches_server(tmp_path
     assert statuses["ok"] == server["total_successes"] == 1000
     assert statuses["retry:http_429"] == server["faults"]["429"] > 0
     assert statuses["retry:http_500"] == server["faults"]["500"] > 0
-    assert statuses["retry:timeout"] >= server["faults"]["timeout"] > 0
+    # A server-side timeout reaches the client as its own timeout or, when a loaded box fires the
+    # client's timer late, as the 504 the server sends after its sleep.
+    assert statuses["retry:timeout"] + statuses["retry:http_504"] >= server["faults"]["timeout"] > 0
     # The attempts the server never saw are client-side failures: a timeout that fired before the
     # server read the request, or a connection error (retry:<other reason>); never more than those.
     connection = sum(n for status, n in statuses.items() if status.startswith("retry:")
