@@ -26,17 +26,12 @@ def make_compose(cache_dir: Path, run_dir: Path, outputs: Path):
     """compose(["model=tiny", ...], run_dir=...) -> a resolved DictConfig that writes to run_dir
     (this one unless given) and `outputs`, and reads the tiny-model cache and the shipped
     benchmarks."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from cft.config import register_configs
-
-    register_configs()
+    from cft.config import compose_config
 
     def _compose(overrides=(), run_dir: Path = run_dir):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        cfg = compose_config(overrides)
         with open_dict(cfg):
             cfg.run_dir = str(run_dir)
             cfg.paths.cache, cfg.paths.output_root = str(cache_dir), str(outputs)
