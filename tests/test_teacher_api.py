@@ -288,7 +288,9 @@ def test_key_never_reaches_store_ledger_or_logs(tmp_path, caplog, capfd):
         assert stats["done"] > 0 and stats["retries"] > 0 and stats["failed_permanently"] >= 1
     # A wrong key: the run stops with an error naming the variable, not the key, although
     # the server echoes the rejected key in its error body (as OpenAI's does).
-    wrong = "sk-wrong-key-ZYXWVUTSRQPONM9876"
+    # Its last four characters are checked too (OpenAI's messages show a masked key's tail);
+    # they are letters no address, port or timestamp in a DEBUG log can contain by chance.
+    wrong = "sk-wrong-key-9876ZYXWVUTSRQPONMQXZW"
     with ServerProcess(api_key=FAKE_KEY) as srv, pytest.MonkeyPatch.context() as mp:
         mp.setenv(KEY_ENV, wrong)
         cfg = teacher_cfg(srv.base_url, concurrency=4)
