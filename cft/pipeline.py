@@ -17,10 +17,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cft import distributed
-from cft.config import STAGES, ConfigError, validate
+from cft.config import STAGES
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
 from cft.tracking import track
+from cft.validation import ConfigError, validate
 
 
 # Config sections each stage's output depends on (besides the previous stage's output).

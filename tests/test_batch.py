@@ -21,7 +21,8 @@ import pytest
 from batch_server import ALWAYS_ERROR, BatchServerProcess
 from cft.config import TeacherConfig
 from cft.critique.base import request_key
-from cft.critique.batch import BatchesPending, BatchTeacher, parse_result_line, request_line, split_batches
+from cft.critique.batch import BatchesPending, BatchTeacher
+from cft.critique.batch_files import parse_result_line, request_line, split_batches
 from cft.io import read_jsonl
 from cft.store import Ledger, ResultStore
 from helpers import assert_no_secret, teacher_requests

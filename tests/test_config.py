@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cft.config import ConfigError, grad_accum_steps, validate
+from cft.validation import ConfigError, grad_accum_steps, validate
 from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]

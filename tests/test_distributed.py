@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from cft.config import grad_accum_steps
+from cft.validation import grad_accum_steps
 from conftest import ROOT, make_compose
 from helpers import cli, free_port, torchrun_env
 from test_train import losses, train, train_cfg, write_rows

@@ -125,7 +125,7 @@ def test_a_run_needing_a_missing_extra_stops_at_once_naming_it(compose, monkeypa
     """The bundle leaves out the optional extras: a run that needs one says which, before any work."""
     import importlib.util
 
-    from cft.config import ConfigError
+    from cft.validation import ConfigError
     from cft.pipeline import check_packages
 
     real = importlib.util.find_spec

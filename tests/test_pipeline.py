@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from cft.config import ConfigError
 from cft.io import DataError, read_json, read_jsonl
 from cft.paths import RunPaths
 from cft.pipeline import run
+from cft.validation import ConfigError
 from helpers import cli, run_paths, train_metrics
 
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from cft.config import validate
 from cft.benchmarks import PAPER_BENCHMARKS
+from cft.validation import validate
 from helpers import cli
 
 ROOT = Path(__file__).resolve().parents[1]

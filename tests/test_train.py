@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cft.config import ConfigError, validate
 from cft.io import read_jsonl, write_jsonl
 from cft.paths import RunPaths
+from cft.validation import ConfigError, validate
 
 
 @functools.lru_cache(maxsize=None)

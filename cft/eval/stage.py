@@ -63,7 +63,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     # One worker pool (and answer cache) for every benchmark of this call; closed below, or when collected.
     grader = Grader(timeout=cfg.eval.grader_timeout_s, workers=cfg.eval.grader_workers, checker=cfg.eval.checker)
-    for bench in map(get_benchmark, benchmarks):  # names were checked in cft.config.validate
+    for bench in map(get_benchmark, benchmarks):  # names were checked in cft.validation.validate
         name = bench.name
         items = bench.load(cfg.paths.benchmarks, limit)
         prompts = [eval_prompt(cfg.model.eval_template, it["question"]) for it in items]

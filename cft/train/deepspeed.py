@@ -14,7 +14,7 @@ def ds_config(cfg, world_size: int, gpu: bool) -> dict | None:
     ds, m = cfg.deepspeed, cfg.method
     if int(ds.stage) == 0:
         return None
-    from cft.config import grad_accum_steps
+    from cft.validation import grad_accum_steps
 
     micro = int(cfg.model.per_device_batch_size)
     accum = grad_accum_steps(cfg, world_size)  # raises, naming the keys, if it does not divide

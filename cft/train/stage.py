@@ -90,7 +90,7 @@ def training_args(cfg, paths: RunPaths, world_size: int, use_cpu: bool):
     """TrainingArguments from the composed config (+ the generated DeepSpeed config, if any)."""
     from transformers import TrainingArguments
 
-    from cft.config import grad_accum_steps
+    from cft.validation import grad_accum_steps
     from cft.train.deepspeed import ds_config
 
     ds = ds_config(cfg, world_size, gpu=not use_cpu)

@@ -1,0 +1,144 @@
+"""Checks across config keys, run once before any stage: a value that composed (Hydra checked
+its type) but makes no sense with the others, or an input file that is not there, fails here
+with a message naming the key, in seconds rather than after hours of training."""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from cft.config import STAGES
+
+TARGETS = ("critique", "response", "teacher_solution")
+KEEPS = ("all", "verified")
+
+
+class ConfigError(ValueError):
+    """A config value that composed but makes no sense; the message names the key."""
+
+
+def _choice(cfg: DictConfig, key: str, allowed) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+
+
+def _local_path(value) -> bool:
+    """A path the user means as a file on this machine (not a hub id such as `Qwen/Qwen2.5-7B`)."""
+    return isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Every input file the selected stages will read exists, checked before the first stage so
+    a typo or a missing file fails in seconds, naming its key, not after hours of training."""
+    from pathlib import Path
+
+    from cft.benchmarks import get_benchmark
+    from cft.templates import EVAL_TEMPLATES, TRAIN_TEMPLATES
+
+    stages = set(cfg.stages)
+    benchmark_keys = [("eval.benchmarks", list(cfg.eval.benchmarks), True),
+                      ("eval.select_benchmark", [cfg.eval.select_benchmark], cfg.eval.select_checkpoint)]
+    for key, names, read in benchmark_keys:
+        for name in names:
+            try:
+                bench = get_benchmark(name)
+            except KeyError as e:  # a typo fails here, not after training
+                raise ConfigError(str(e.args[0]).replace("eval.benchmarks", key, 1)) from None
+            if read and "eval" in stages and not bench.path(cfg.paths.benchmarks).is_file():
+                raise ConfigError(f"{key}: benchmark {bench.name!r} has no test set at "
+                                  f"{bench.path(cfg.paths.benchmarks)} (paths.benchmarks="
+                                  f"{cfg.paths.benchmarks!r}; unset $CFT_BENCHMARKS for the shipped sets)")
+    if "eval" in stages and cfg.model.eval_template not in EVAL_TEMPLATES:
+        raise ConfigError(f"model.eval_template={cfg.model.eval_template!r} is unknown; "
+                          f"known: {sorted(EVAL_TEMPLATES)}")
+    if stages & {"train", "eval"} and cfg.model.train_template not in TRAIN_TEMPLATES:
+        raise ConfigError(f"model.train_template={cfg.model.train_template!r} is unknown; "
+                          f"known: {sorted(TRAIN_TEMPLATES)}")
+    if "data" in stages and OmegaConf.is_missing(cfg.dataset, "path"):
+        raise ConfigError(f"dataset.path is required for dataset={cfg.dataset.name} (set dataset.path=...)")
+    if "data" in stages and cfg.dataset.get("path") and not Path(cfg.dataset.path).expanduser().exists():
+        raise ConfigError(f"dataset.path={cfg.dataset.path!r}: file not found")
+    if stages & {"train", "eval", "data"} and cfg.model.init == "pretrained" and _local_path(cfg.model.path) \
+            and not Path(cfg.model.path).expanduser().exists():
+        raise ConfigError(f"model.path={cfg.model.path!r}: no such local model directory")
+
+
+def _validate_teachers(cfg: DictConfig) -> None:
+    """teacher.mode and teacher.models. mode=batch is ignored by the reference backend, the
+    offline stand-in for any teacher (so `teacher=reference` runs a batch recipe on CPU)."""
+    _choice(cfg, "teacher.mode", ("sync", "batch"))
+    if cfg.teacher.mode == "batch" and cfg.teacher.backend in ("vllm", "released"):
+        raise ConfigError(f"teacher.mode=batch needs the Batch API of an OpenAI-compatible "
+                          f"endpoint; teacher.backend={cfg.teacher.backend!r} has none")
+    if cfg.teacher.models and cfg.teacher.backend == "released":
+        raise ConfigError("teacher.models lists teachers that write critiques; teacher=released "
+                          "only replays the dataset's own")
+    names = [m.name for m in cfg.teacher.models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"teacher.models: teacher names must be distinct, got {names}")
+    for i, m in enumerate(cfg.teacher.models):
+        backend = m.backend or cfg.teacher.backend
+        if backend not in ("reference", "openai", "vllm"):
+            raise ConfigError(f"teacher.models[{i}].backend={backend!r} is not one of "
+                              f"['reference', 'openai', 'vllm']")
+        if (m.mode or cfg.teacher.mode) == "batch" and backend == "vllm":
+            raise ConfigError(f"teacher.models[{i}] ({m.name}): mode=batch needs backend=openai")
+    for key in ("batch_max_requests", "batch_max_bytes"):
+        if cfg.teacher[key] < 1:
+            raise ConfigError(f"teacher.{key}={cfg.teacher[key]} must be >= 1")
+
+
+def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
+    """Check cross-field constraints and compute derived values, once, in place."""
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            raise ConfigError(f"stages: unknown stage {stage!r}; known: {list(STAGES)}")
+    _choice(cfg, "method.target", TARGETS)
+    _choice(cfg, "method.keep", KEEPS)
+    if not 0.0 <= cfg.method.sft_ratio < 1.0:
+        raise ConfigError(f"method.sft_ratio={cfg.method.sft_ratio} must be in [0, 1)")
+    if cfg.method.sft_ratio and cfg.method.target != "critique":
+        raise ConfigError(f"method.sft_ratio mixes SFT pairs into critique training; "
+                          f"method.target={cfg.method.target!r} is not 'critique'")
+    _choice(cfg, "model.init", ("pretrained", "random"))
+    if "data" in cfg.stages and cfg.dataset.noisy_generator == "tiny" and cfg.model.init != "random":
+        raise ConfigError(f"dataset.noisy_generator=tiny generates with the run's own model built from its "
+                          f"config, but model={cfg.model.name} is pretrained (model.init={cfg.model.init}): "
+                          f"use model=tiny, or name the generator (a HF id or local path)")
+    _choice(cfg, "teacher.backend", ("reference", "openai", "vllm", "released"))
+    _choice(cfg, "eval.backend", ("transformers", "vllm"))
+    _choice(cfg, "eval.checker", ("cft", "math-verify"))
+    _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
+    _choice(cfg, "model.packing", ("auto", "packed", "padded"))
+    check_inputs(cfg)
+    _choice(cfg, "deepspeed.stage", (0, 2, 3))
+    _choice(cfg, "deepspeed.offload_optimizer", ("none", "cpu"))
+    _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))
+    if cfg.deepspeed.offload_param != "none" and cfg.deepspeed.stage != 3:
+        raise ConfigError("deepspeed.offload_param needs deepspeed.stage=3 (ZeRO-3 partitions parameters)")
+    if "critique" in cfg.stages and cfg.teacher.backend == "released" and cfg.method.target == "teacher_solution":
+        raise ConfigError(f"method={cfg.method.name} trains on teacher-written solutions, but teacher=released "
+                          "only ships critiques: use a teacher that writes them (teacher=gpt-4o for the "
+                          "paper's SFT-GPT4o)")
+    if "critique" in cfg.stages and cfg.teacher.backend in ("openai", "vllm"):
+        for key in ("model", "base_url"):  # `???` in the YAML: fails here, naming the key
+            if OmegaConf.is_missing(cfg.teacher, key):
+                raise ConfigError(f"teacher.{key} is required for teacher={cfg.teacher.name} (set teacher.{key}=...)")
+    _validate_teachers(cfg)
+    if cfg.model.init == "pretrained" and not cfg.model.path:
+        raise ConfigError("model.path is empty: set a HF id or a local checkpoint directory")
+    grad_accum_steps(cfg, world_size)  # the global batch must split over this world size
+    return cfg
+
+
+def grad_accum_steps(cfg: DictConfig, world_size: int) -> int:
+    """Gradient-accumulation steps that make `method.global_batch_size` on `world_size` processes:
+    derived where the Trainer and DeepSpeed are configured, never stored in the config (so the
+    config, and a run's fingerprint, do not depend on how many GPUs ran it)."""
+    per_step = world_size * cfg.model.per_device_batch_size
+    if cfg.method.global_batch_size % per_step:
+        raise ConfigError(
+            f"method.global_batch_size={cfg.method.global_batch_size} is not divisible by "
+            f"world_size ({world_size}) x model.per_device_batch_size "
+            f"({cfg.model.per_device_batch_size})"
+        )
+    return cfg.method.global_batch_size // per_step
