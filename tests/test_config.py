@@ -107,6 +107,8 @@ def test_sft_teacher_with_released_critiques_fails_naming_both(compose):
     (["teacher.models=[{name: a},{name: a}]"], "teacher names must be distinct"),
     (["teacher.models=[{name: a, backend: released}]"], "teacher.models[0].backend='released'"),
     (["model=qwen2.5-7b", "dataset.noisy_generator=tiny"], "but model=qwen2.5-7b is pretrained"),
+    (["method=cft-sft", "method.sft_ratio=1.0"], "method.sft_ratio=1.0 must be in [0, 1)"),
+    (["method=sft", "method.sft_ratio=0.3"], "method.target='response' is not 'critique'"),
 ])
 def test_bad_settings_and_missing_inputs_fail_validation_naming_the_key(compose, overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
