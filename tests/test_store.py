@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from cft.store import Ledger, ResultStore
+from cft.store import Ledger, ResultStore, StoreBusy
 
 
 def _result(i: int, text: str = "ok") -> dict:
@@ -28,41 +32,28 @@ def test_first_result_wins_and_survives_reopen(tmp_path):
         assert store.get("k3")["text"] == "ok" and store.get("k1")["text"] == "first"
 
 
-@pytest.mark.parametrize("tail", [b'{"key": "k9", "te', b'{"key": "k9", "te\n', b"\x00\x00\x00"])
-def test_torn_tail_moves_to_side_file_and_store_loads(tmp_path, tail):
+@pytest.mark.parametrize("n_good, tail", [
+    (3, b'{"key": "k9", "te'), (3, b'{"key": "k9", "te\n'), (3, b"\x00\x00\x00"),
+    (1, b'{"key": "k9", "text": "' + b"y" * 150_000),  # longer than a read chunk
+    (0, b'{"key": "k9"'),  # no complete line at all
+], ids=["cut", "cut-newline", "zeros", "longer-than-a-chunk", "no-complete-line"])
+def test_torn_tail_moves_to_side_file_and_store_loads(tmp_path, n_good, tail):
     path = tmp_path / "cache.jsonl"
+    good_keys = [f"k{i}" for i in range(n_good)]
     with ResultStore(path) as store:
-        for i in range(3):
-            store.append(_result(i))
+        for i in range(n_good):
+            store.append(_result(i, "x" * 200_000))
     good = path.read_bytes()
     with path.open("ab") as f:
         f.write(tail)
     with ResultStore(path) as store:
         assert store.repaired_bytes == len(tail)
-        assert len(store) == 3 and "k9" not in store
+        assert len(store) == n_good and "k9" not in store
+        assert all(store.get(k)["text"] == "x" * 200_000 for k in good_keys)
         store.append(_result(9))  # appends after the repair land on a line of their own
     assert path.read_bytes().startswith(good)
     assert tail.rstrip(b"\n") in (tmp_path / "cache.jsonl.torn").read_bytes()
-    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["k0", "k1", "k2", "k9"]
-
-
-def test_torn_tail_longer_than_a_read_chunk(tmp_path):
-    path = tmp_path / "cache.jsonl"
-    with ResultStore(path) as store:
-        store.append(_result(0, "x" * 200_000))
-    with path.open("ab") as f:
-        f.write(b'{"key": "k1", "text": "' + b"y" * 150_000)
-    with ResultStore(path) as store:
-        assert len(store) == 1 and store.get("k0")["text"] == "x" * 200_000
-        assert store.repaired_bytes == 150_000 + len(b'{"key": "k1", "text": "')
-
-
-def test_torn_file_with_no_complete_line(tmp_path):
-    path = tmp_path / "cache.jsonl"
-    path.write_bytes(b'{"key": "k0"')
-    with ResultStore(path) as store:
-        assert len(store) == 0 and store.repaired_bytes == 12
-    assert path.read_bytes() == b""
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == [*good_keys, "k9"]
 
 
 def test_ledger_totals_and_cost(tmp_path):
@@ -78,13 +69,6 @@ def test_ledger_totals_and_cost(tmp_path):
 
 
 def test_a_second_writer_is_refused_until_the_first_dies(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from cft.store import StoreBusy
-
     path = tmp_path / "cache.jsonl"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom cft.store import ResultStore\n"
