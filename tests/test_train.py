@@ -6,28 +6,26 @@ test_resume and test_distributed: tiny model, fp32, CPU, CFT-formatted CHAMP exa
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from cft.critique.teachers import ReferenceTeacher
+from cft.datasets import load_records
 from cft.io import read_jsonl, write_jsonl
 from cft.paths import RunPaths
+from cft.train.deepspeed import ds_config
+from cft.train.stage import run as run_train
 from cft.validation import ConfigError, validate
+from helpers import ROOT
 
 
 @functools.lru_cache(maxsize=None)
 def _champ_cft_rows() -> tuple:
     """CFT rows (question, noisy response, reference-teacher critique) from real CHAMP records."""
-    import itertools
-
-    from omegaconf import OmegaConf
-
-    from cft.critique.teachers import ReferenceTeacher
-    from cft.datasets import load_records
-
-    from conftest import ROOT
-
     dataset = OmegaConf.load(ROOT / "conf" / "dataset" / "champ.yaml")
     teacher = ReferenceTeacher(None, {})
     rows = []
@@ -58,8 +56,7 @@ TRAIN_OVERRIDES = ["model=tiny", "method=cft", "method.cutoff_len=512", "method.
 
 
 def train_cfg(compose, run_dir: Path, *overrides, world_size: int = 1):
-    cfg = compose([*TRAIN_OVERRIDES, *overrides], run_dir=run_dir)
-    return validate(cfg, world_size=world_size)
+    return validate(compose([*TRAIN_OVERRIDES, *overrides], run_dir=run_dir), world_size=world_size)
 
 
 def write_rows(run_dir: Path, n: int = 48) -> RunPaths:
@@ -69,12 +66,10 @@ def write_rows(run_dir: Path, n: int = 48) -> RunPaths:
 
 
 def train(cfg) -> dict:
-    from cft.train.stage import run
-
     paths = RunPaths.of(cfg.run_dir)
     if not paths.critiques.exists():
         write_rows(paths.root)
-    return run(cfg, paths)
+    return run_train(cfg, paths)
 
 
 def losses(run_dir: Path) -> dict[int, dict]:
@@ -95,13 +90,6 @@ def test_packed_and_padded_training_give_the_same_losses(compose, tmp_path):
         assert abs(a[step]["loss"] - b[step]["loss"]) <= 1e-5, (step, a[step], b[step])
         assert abs(a[step]["grad_norm"] - b[step]["grad_norm"]) <= 1e-4
     assert (tmp_path / "packed" / "model" / "model.safetensors").exists()
-
-
-def test_final_model_keeps_its_kv_cache_setting(compose, tmp_path):
-    """Training switches the KV cache off (packing needs it); the saved model must not keep that."""
-    train(train_cfg(compose, tmp_path / "r", "method.max_steps=1"))
-    config = json.loads((tmp_path / "r" / "model" / "config.json").read_text())
-    assert config["use_cache"] is True
 
 
 @pytest.mark.parametrize("select,kept", [(False, [8, 10]), (True, [2, 4, 6, 8, 10])])
@@ -137,14 +125,14 @@ def test_without_deepspeed_bf16_weights_train_in_fp32_and_save_in_bf16(compose, 
 
     assert dtypes(tmp_path / "r/train/checkpoints/checkpoint-1/model.safetensors") == {torch.float32}
     assert dtypes(tmp_path / "r/model/model.safetensors") == {torch.bfloat16}
-    assert json.loads((tmp_path / "r/model/config.json").read_text())["dtype"] == "bfloat16"
+    config = json.loads((tmp_path / "r/model/config.json").read_text())
+    # Training switches the KV cache off (packing needs it); the saved model must not keep that.
+    assert config["dtype"] == "bfloat16" and config["use_cache"] is True
 
 
 # --- the DeepSpeed JSON ---------------------------------------------------------------------------
 @pytest.mark.parametrize("option,stage", [("zero2", 2), ("zero3", 3)])
-def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage):
-    from cft.train.deepspeed import ds_config
-
+def test_deepspeed_json_agrees_with_the_trainer(compose, option, stage):
     cfg = validate(compose(["model=qwen2.5-7b", f"deepspeed={option}"]), world_size=8)
     ds = ds_config(cfg, world_size=8, gpu=True)
     assert ds["zero_optimization"]["stage"] == stage
@@ -159,8 +147,6 @@ def test_deepspeed_json_agrees_with_the_trainer(compose, tmp_path, option, stage
 
 
 def test_deepspeed_none_is_off_and_offload_reaches_the_json(compose):
-    from cft.train.deepspeed import ds_config
-
     cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=none"]))
     assert cfg.deepspeed.name == "none" and ds_config(cfg, 1, gpu=True) is None
     off = validate(compose(["model=qwen2.5-7b", "deepspeed=zero3", "deepspeed.offload_optimizer=cpu",
@@ -173,8 +159,6 @@ def test_deepspeed_none_is_off_and_offload_reaches_the_json(compose):
 def test_deepspeed_json_follows_the_world_size_it_runs_on(compose):
     """Accumulation is derived for the world size at hand (a requeue on 4 GPUs keeps the global
     batch of 512); one the global batch cannot split over fails naming the keys."""
-    from cft.train.deepspeed import ds_config
-
     cfg = validate(compose(["model=qwen2.5-7b", "deepspeed=zero2"]), world_size=8)
     ds = ds_config(cfg, world_size=4, gpu=True)
     assert (ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (16, 512)
