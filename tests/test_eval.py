@@ -5,8 +5,13 @@ import shutil
 
 import pytest
 
+from cft.benchmarks import get_benchmark
+from cft.distributed import single_process_env as child_env
+from cft.eval.critic import critic_metrics, heldout_pairs
+from cft.eval.stage import run as evaluate
 from cft.io import read_json
 from cft.paths import RunPaths
+from cft.pipeline import IN_CHILD
 from cft.templates import eval_prompt
 from helpers import cli, free_port, torchrun_env
 
@@ -38,9 +43,6 @@ def overfit(source, out_dir, pairs, steps=80):
 
 
 def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, tmp_path):
-    from cft.benchmarks import get_benchmark
-    from cft.eval.stage import run
-
     cfg = compose(["stages=[eval]", "eval.select_checkpoint=true", "eval.select_benchmark=gsm8k",
                    "eval.select_limit=2", "eval.benchmarks=[gsm8k]", "eval.limit=2",
                    "eval.critic=false", "eval.max_new_tokens=24"])
@@ -56,7 +58,7 @@ def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, 
     for step in (10, 20, 30):  # checkpoint-40 was killed before the trainer marked it COMPLETE
         (paths.checkpoints / f"checkpoint-{step}" / "COMPLETE").write_text("{}")
 
-    summary = run(cfg, paths)
+    summary = evaluate(cfg, paths)
 
     assert summary["selected_step"] == 20
     selection = read_json(paths.selection)
@@ -66,8 +68,6 @@ def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, 
 
 
 def test_critic_metrics_precision_recall():
-    from cft.eval.critic import critic_metrics
-
     rows = [{"verdict": "wrong", "truth": "wrong"}, {"verdict": "wrong", "truth": "right"},
             {"verdict": "right", "truth": "right"}, {"verdict": None, "truth": "wrong"}]
     m = critic_metrics(rows)
@@ -76,8 +76,6 @@ def test_critic_metrics_precision_recall():
 
 
 def test_critic_heldout_pairs_exclude_training_ids_and_are_balanced(compose):
-    from cft.eval.critic import heldout_pairs
-
     cfg = compose([])
     first = heldout_pairs(cfg, set(), 20)
     again = heldout_pairs(cfg, {first[0]["id"]}, 20)
@@ -90,14 +88,10 @@ def test_critic_heldout_pairs_exclude_training_ids_and_are_balanced(compose):
                                            ("Minerva-Math", "minerva_math"), ("aime2024", "aime24"),
                                            ("OlympiadBench", "olympiadbench")])
 def test_benchmark_names_accept_their_usual_spellings(spelling, name):
-    from cft.benchmarks import get_benchmark
-
     assert get_benchmark(spelling).name == name
 
 
 def test_unknown_benchmark_lists_the_known_ones():
-    from cft.benchmarks import get_benchmark
-
     with pytest.raises(KeyError, match="eval.benchmarks: unknown benchmark 'math5000'.*gsm8k"):
         get_benchmark("math5000")
 
@@ -121,9 +115,6 @@ def test_zero3_torchrun_then_eval_in_its_own_process(tmp_path, cache_dir):
 
 
 def test_eval_child_sees_no_distributed_environment():
-    from cft.distributed import single_process_env as child_env
-    from cft.pipeline import IN_CHILD
-
     env = child_env({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1",
                      "TORCHELASTIC_RUN_ID": "x", "ACCELERATE_USE_DEEPSPEED": "true", "CUDA_VISIBLE_DEVICES": "0,1",
                      "CFT_CACHE": "/c"})
