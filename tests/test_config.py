@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
+from cft.pipeline import run
 from cft.validation import ConfigError, grad_accum_steps, validate
-from helpers import cli
+from helpers import ROOT, cli
 
-ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ["model", "dataset", "method", "teacher", "cluster", "deepspeed", "eval", "recipe"]
 
 
@@ -117,8 +116,6 @@ def test_bad_settings_and_missing_inputs_fail_validation_naming_the_key(compose,
 
 def test_missing_benchmark_file_fails_before_the_data_stage(compose, tmp_path):
     """A run whose benchmark file is missing stops before any work, naming the key and the path."""
-    from cft.pipeline import run
-
     (tmp_path / "bench" / "math-500").mkdir(parents=True)  # a user's own set, without gsm8k
     (tmp_path / "bench" / "math-500" / "test.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
     cfg = compose(["eval.benchmarks=[math-500,gsm8k]"], run_dir=tmp_path / "run")

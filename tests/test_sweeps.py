@@ -7,17 +7,17 @@ with the world size the cluster config gives it, and checked to land in a distin
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from cft.benchmarks import PAPER_BENCHMARKS
 from cft.validation import validate
-from helpers import cli
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, cli
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 PAPER_GRIDS = {"main-table": 9, "main-table-sft-gpt4o": 3, "dataset-ablation": 6, "noisy-source-ablation": 2,
@@ -26,8 +26,6 @@ PAPER_GRIDS = {"main-table": 9, "main-table-sft-gpt4o": 3, "dataset-ablation": 6
 
 def grid_cells(experiment: str) -> list[list[str]]:
     """The overrides of each job `--multirun +experiment=<experiment>` launches."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     raw = yaml.safe_load((ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
     params = (((raw.get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
@@ -47,8 +45,6 @@ def test_every_paper_grid_has_a_recipe():
 def test_every_cell_composes_and_validates(compose, experiment):
     # CPU-sized grids go to CPU nodes; the GPU check is one command on one node, not a sweep.
     cluster = {"champ-noisy-models": "slurm-cpu", "gpu-check": "local"}.get(experiment, "slurm")
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     run_names = set()
     for cell in grid_cells(experiment):
@@ -68,10 +64,7 @@ def test_every_cell_composes_and_validates(compose, experiment):
     assert len(run_names) == len(grid_cells(experiment))
 
 
-def test_cluster_configs_switch_the_launcher(compose):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
+def test_cluster_configs_switch_the_launcher():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         local = hydra_compose("config", return_hydra_config=True)
         slurm = hydra_compose("config", overrides=["cluster=slurm"], return_hydra_config=True)
