@@ -6,9 +6,12 @@ from collections import Counter
 
 import pytest
 
+from cft.benchmarks import SHIPPED as BENCHMARKS
+from cft.data.decontam import decontamination_report
+from cft.data.generated import generate_noisy_responses
 from cft.datasets import load_records
-from cft.records import RIGHT, UNKNOWN, WRONG
 from cft.io import DataError, read_jsonl
+from cft.records import RIGHT, UNKNOWN, WRONG
 from cft.templates import cft_fields
 
 
@@ -73,10 +76,7 @@ def test_user_jsonl_checks_responses_against_answers(compose, tmp_path):
     assert [r.response_correct for r in records] == [RIGHT, WRONG, UNKNOWN]
 
 
-def test_decontamination_catches_planted_benchmark_questions(tmp_path):
-    from conftest import BENCHMARKS
-    from cft.data.decontam import decontamination_report
-
+def test_decontamination_catches_planted_benchmark_questions():
     math500 = read_jsonl(BENCHMARKS / "math-500" / "test.jsonl")
     gsm8k = read_jsonl(BENCHMARKS / "gsm8k" / "test.jsonl")
     clean = [{"id": f"clean-{i}", "question": q} for i, q in enumerate([
@@ -94,8 +94,6 @@ def test_decontamination_catches_planted_benchmark_questions(tmp_path):
 
 
 def test_generated_noisy_responses_record_their_generator(compose):
-    from cft.data.generated import generate_noisy_responses
-
     cfg = compose(["dataset.noisy_generator=tiny", "dataset.noisy_max_new_tokens=8"])
     records = list(load_records(cfg.dataset))[:12]
     out = generate_noisy_responses(records, cfg.dataset, cfg.model, cfg.paths.cache)

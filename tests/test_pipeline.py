@@ -2,6 +2,7 @@
 stage selection and failures through `pipeline.run(compose(...))` in process."""
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
@@ -22,6 +23,8 @@ def default_run(tmp_path_factory, cache_dir):
 
 
 def test_default_run_writes_every_artifact(default_run):
+    from transformers import AutoModelForCausalLM
+
     paths, out = default_run
     for path in [paths.resolved_config, paths.run_info, paths.records, paths.critiques, paths.rejects,
                  paths.critique_summary, paths.final_model / "model.safetensors",
@@ -40,12 +43,6 @@ def test_default_run_writes_every_artifact(default_run):
                              for c in critiques)
     losses = [row["loss"] for row in train_metrics(paths)]
     assert len(losses) == 12 and losses[-1] < losses[0]
-
-
-def test_checkpoint_loads_with_from_pretrained(default_run):
-    from transformers import AutoModelForCausalLM
-
-    paths, _ = default_run
     assert AutoModelForCausalLM.from_pretrained(paths.final_model).config.num_hidden_layers == 2
 
 
@@ -110,8 +107,6 @@ def test_malformed_user_dataset_fails_naming_file_and_line(compose, tmp_path, te
     (["dataset.noisy_generator=tiny", "dataset.noisy_generator_backend=vllm"], "dataset.noisy_generator_backend"),
 ])
 def test_missing_vllm_fails_before_any_stage(compose, overrides, key):
-    import importlib.util
-
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed")
     cfg = compose(overrides)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -74,9 +75,7 @@ def test_rows_are_model_method_and_swept_keys_with_results_numbers(sweep):
     assert [(r["method"], r["dataset.noisy_models"]) for r in rows] == [
         ("sft", "[GPT-3.5]"), ("sft-verified", "[GPT-3.5]"), ("cft", "[GPT-3.5]"),
         ("sft", "[GPT-4]"), ("sft-verified", "[GPT-4]"), ("cft", "[GPT-4]")]
-    for row in rows:
-        if row["status"] == "failed":
-            continue
+    for row in [r for r in rows if r["status"] != "failed"]:
         results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
         for b in BENCHES:
             expected = results["accuracy"].get(b)
@@ -141,8 +140,6 @@ def test_cli_on_a_dir_without_runs_says_so(tmp_path, capsys):
 
 
 def test_online_report_without_wandb_workspaces_says_how_and_keeps_local_files(sweep, tmp_path, capsys):
-    import importlib.util
-
     if importlib.util.find_spec("wandb_workspaces") is not None:
         pytest.skip("wandb-workspaces is installed (the [report] extra)")
     out = tmp_path / "report"
