@@ -47,8 +47,7 @@ class ServerOptions:
     rate_length: float = 0.0
     rate_no_verdict: float = 0.0
     latency_s: float = 0.0
-    # When set, any other bearer token gets 401 (and, like OpenAI's, an error echoing it).
-    api_key: str = ""
+    api_key: str = ""  # see FakeServer._auth
 
 
 def body_hash(model: str, messages: list, temperature: float, top_p: float, max_tokens: int) -> str:
@@ -131,11 +130,7 @@ class FakeOpenAI(FakeServer):
         self.calls: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
         self.app.router.add_post("/v1/chat/completions", self.chat)
-        self.app.router.add_get("/v1/models", self.models)
         self.app.router.add_get("/stats", self.stats)
-
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
