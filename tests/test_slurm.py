@@ -16,9 +16,8 @@ import pytest
 
 from cft.cluster import read_jobs
 from cft.io import read_json
-from helpers import cli, cli_env, run_paths
+from helpers import ROOT, cli, cli_env, run_paths
 
-ROOT = Path(__file__).resolve().parents[1]
 PARTITION = os.environ.get("CFT_SLURM_PARTITION", "debug")
 SWEEP = ["--multirun", "cluster=slurm-cpu", f"cluster.partition={PARTITION}",
          "eval.limit=2", "dataset.limit=32", "tracking.mode=disabled"]
