@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from cft import checkpoints as ckpt
 from cft.io import read_jsonl
 from cft.paths import RunPaths
-from cft import checkpoints as ckpt
-
+from cft.pipeline import run
 from conftest import ROOT, make_compose
 from test_train import losses, train, train_cfg, write_rows
 
@@ -121,23 +121,19 @@ def test_only_complete_checkpoints_of_the_same_config_are_trusted(tmp_path):
     assert list((tmp_path / "checkpoints.discarded").iterdir())[0].name.startswith("checkpoint-8.stale-config")
 
 
-def test_checkpoint_marker_names_the_tracker_run(compose, tmp_path):
+def test_checkpoint_names_the_tracker_run_and_loads_without_unpickling_code(compose, tmp_path):
+    """The marker names the tracker's run; every .pt/.pth file of a checkpoint loads with
+    torch.load(weights_only=True)."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
     run_dir = tmp_path / "run"
     write_rows(run_dir)
     (run_dir / "wandb_run_id.txt").write_text("abc123\n")
     train(train_cfg(compose, run_dir, "method.max_steps=2", "method.save_steps=1"))
     last = ckpt.last_complete(run_dir / "train" / "checkpoints")
     assert last.name == "checkpoint-2" and ckpt.tracker_run_id(last) == "abc123"
-
-
-def test_checkpoint_state_loads_without_unpickling_code(compose, tmp_path):
-    """Every .pt/.pth file of a checkpoint loads with torch.load(weights_only=True)."""
-    import torch
-    from transformers.trainer_pt_utils import safe_globals
-
-    run_dir = tmp_path / "run"
-    train(train_cfg(compose, run_dir, "method.max_steps=1", "method.save_steps=1"))
-    files = list((run_dir / "train" / "checkpoints" / "checkpoint-1").glob("*.pt*"))
+    files = list(last.glob("*.pt*"))
     assert {f.name for f in files} >= {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
     for f in files:
         with safe_globals():
@@ -147,16 +143,12 @@ def test_checkpoint_state_loads_without_unpickling_code(compose, tmp_path):
 def test_requeue_on_another_world_size_skips_finished_stages(compose, tmp_path, monkeypatch):
     """A job requeued onto a different number of GPUs finds the same fingerprints (accumulation
     is derived, not stored), so data, critique and a finished train stage are not redone."""
-    from cft.pipeline import run
-
-    cfg = compose(["stages=[data,critique,train]", "method.max_steps=2", "dataset.limit=32"],
-                  run_dir=tmp_path / "run")
-    run(cfg)
+    overrides = ["stages=[data,critique,train]", "method.max_steps=2", "dataset.limit=32"]
+    run(compose(overrides, run_dir=tmp_path / "run"))
     markers = {p.name: p.read_text() for p in (tmp_path / "run" / "stages").glob("*.done.json")}
     assert sorted(markers) == ["critique.done.json", "data.done.json", "train.done.json"]
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")  # 16 = 2 processes x 8, no accumulation (was 2 steps)
-    summary = run(compose(["stages=[data,critique,train]", "method.max_steps=2", "dataset.limit=32"],
-                          run_dir=tmp_path / "run"))
+    summary = run(compose(overrides, run_dir=tmp_path / "run"))
     assert {p.name: p.read_text() for p in (tmp_path / "run" / "stages").glob("*.done.json")} == markers
     assert summary["train"]["world_size"] == 1  # the finished run's summary, not a re-run
