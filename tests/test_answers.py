@@ -86,14 +86,11 @@ def test_every_reference_equals_itself_and_its_cosmetic_variants():
     assert failures == []
 
 
-_FRAC = re.compile(r"^\\frac\{(\d+)\}\{(\d+)\}$")
-
-
 def test_real_numeric_references_against_equivalent_and_wrong_values():
     numeric, failures = 0, []
     for ref in _references():
         plain = normalize(ref)
-        m = _FRAC.match(plain)
+        m = re.fullmatch(r"\\frac\{(\d+)\}\{(\d+)\}", plain)
         if m:
             value = int(m.group(1)) / int(m.group(2))
         elif re.fullmatch(r"-?\d+(\.\d+)?", plain):
@@ -155,16 +152,10 @@ def test_import_is_cheap():
 
 
 # -- the fast path and the caches ----------------------------------------------------------------
-def _real_pairs() -> list[tuple[str, str]]:
-    """Real references against their cosmetic variants, equal numbers, and their neighbours' references."""
-    refs = _references()
+def test_fast_path_agrees_with_the_full_check_on_real_references():
+    refs = _references()  # against two of their cosmetic variants and their neighbours' references
     pairs = [(v, r) for r in refs for v in _cosmetic_variants(r)[:2]]
     pairs += [(refs[i - 1], r) for i, r in enumerate(refs)]
-    return pairs
-
-
-def test_fast_path_agrees_with_the_full_check_on_real_references():
-    pairs = _real_pairs()
     fast = [fast_check(p, r) for p, r in pairs]
     decided = [(p, r, v) for (p, r), v in zip(pairs, fast) if v is not None]
     assert len(decided) > 0.8 * len(pairs)  # most real pairs never need sympy

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cft.datasets import _WEBINSTRUCT_INPUT
 from cft.templates import eval_prompt, render
 from cft.train.format import IGNORE_INDEX, example, infer_seqlen, prepare_tokenizer, prompt_ids, tokenize
 
@@ -40,8 +41,6 @@ MODELS = {
 
 def released_row() -> dict:
     """The released row as the data stage stores it (the loader keeps instruction/input verbatim)."""
-    from cft.datasets import _WEBINSTRUCT_INPUT
-
     m = _WEBINSTRUCT_INPUT.match(RELEASED["input"])
     return {"id": "webinstruct-0", "question": m["q"], "noisy_response": m["r"].removesuffix("\n"), "critique": RELEASED["output"],
             "extra": {"instruction": RELEASED["instruction"], "input": RELEASED["input"]}}

@@ -29,15 +29,10 @@ def records(path: str | Path):
             pos += left
             continue
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind == 1:  # full
-            yield pb.Record.FromString(chunk)
-        elif kind == 2:  # first
-            pending = chunk
-        elif kind == 3:  # middle
-            pending += chunk
-        elif kind == 4:  # last
-            yield pb.Record.FromString(pending + chunk)
-            pending = b""
+        # kind 1: a full record; 2, 3, 4: its first, middle and last chunks
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            yield pb.Record.FromString(pending)
 
 
 def _items(items) -> dict:
