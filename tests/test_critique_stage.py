@@ -51,12 +51,10 @@ def test_openai_teacher_stage_parses_verdicts_rejects_and_resumes(tmp_path, cach
     assert FAKE_KEY not in out.stdout + out.stderr + again.stdout + again.stderr
 
 
-def test_sft_teacher_gets_teacher_solutions(compose, tmp_path):
-    cfg = compose(["method=sft-teacher", "dataset.limit=20"])
-    paths = RunPaths.of(cfg.run_dir)
-    data(cfg, paths)
-    critique(cfg, paths)
-    rows = read_jsonl(paths.critiques)
+def test_sft_teacher_gets_teacher_solutions(compose):
+    cfg = compose(["method=sft-teacher", "dataset.limit=20", "stages=[data,critique]"])
+    run(cfg)
+    rows = read_jsonl(RunPaths.of(cfg.run_dir).critiques)
     assert len(rows) == 20 and all("\\boxed{" in r["teacher_solution"] for r in rows)
 
 
@@ -83,8 +81,7 @@ def test_cft_sft_mixes_sft_pairs_at_the_ratio(compose):
     for e in sft:  # question -> the dataset's own response, no critique
         rec = records[e["id"][len("sft:"):]]
         assert (e["prompt"], e["target"]) == (rec["question"], rec["noisy_response"])
-    summary = read_json(paths.stage_done("train"))["summary"]
-    assert summary["n_sft_mixed"] == len(sft)
+    assert read_json(paths.stage_done("train"))["summary"]["n_sft_mixed"] == len(sft)
 
 
 def test_sft_verified_on_webinstruct_keeps_what_the_shipped_critique_judged_right(compose, tmp_path):

@@ -57,11 +57,10 @@ def test_webinstruct_cft_schema_from_local_parquet(compose, tmp_path):
     records = list(load_records(cfg.dataset))
     assert [r.question for r in records] == ["What is 2+2?", "Solve x+1=3."]
     assert [r.noisy_response for r in records] == ["2+2=5.", "x=2."]
+    released = [(row["instruction"], row["input"]) for row in WEBINSTRUCT_ROWS]
+    assert [(r.extra["instruction"], r.extra["input"]) for r in records] == released
     # our own CFT rows from these records would be laid out exactly as the released ones
-    assert [cft_fields(r.question, r.noisy_response) for r in records] == \
-        [(row["instruction"], row["input"]) for row in WEBINSTRUCT_ROWS]
-    assert [(r.extra["instruction"], r.extra["input"]) for r in records] == \
-        [(row["instruction"], row["input"]) for row in WEBINSTRUCT_ROWS]
+    assert [cft_fields(r.question, r.noisy_response) for r in records] == released
     assert records[0].released_critique.endswith("Conclusion: wrong [END]")
     assert [r.extra["released_verdict"] for r in records] == ["wrong", "right"]
 
