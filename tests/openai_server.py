@@ -80,8 +80,7 @@ class FakeServer:
     def __init__(self, opts):
         self.opts = opts
         self.faults: Counter[str] = Counter()
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.prompt_tokens = self.completion_tokens = 0
         self.app = web.Application(client_max_size=1024 ** 3, middlewares=[self._auth])
 
     @web.middleware

@@ -22,14 +22,12 @@ def _rows(name: str) -> list[dict]:
 
 # -- extraction ----------------------------------------------------------------------------------
 def test_math500_solutions_extract_to_their_reference_answer():
-    rows = _rows("math-500")
-    hits = sum(check(extract_answer(r["solution"]), r["answer"]) == Verdict.EQUAL for r in rows)
+    hits = sum(check(extract_answer(r["solution"]), r["answer"]) == Verdict.EQUAL for r in _rows("math-500"))
     assert hits == 500  # measured: every MATH-500 solution's last \boxed{} is its `answer`
 
 
 def test_minerva_solutions_have_a_closed_last_box():
-    rows = _rows("minerva_math")
-    answers = [extract_answer(r["solution"]) for r in rows]
+    answers = [extract_answer(r["solution"]) for r in _rows("minerva_math")]
     assert all(a for a in answers)
     assert answers[0] == "1.6"  # `=\boxed{1.6} \mathrm{~cm}`
 

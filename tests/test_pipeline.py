@@ -83,8 +83,7 @@ def test_failed_stage_leaves_no_completion_marker(compose):
     with pytest.raises(ValueError, match="method.sft_ratio=0.99: needs"):
         run(cfg)
     paths = RunPaths.of(cfg.run_dir)
-    assert paths.stage_done("critique").exists()
-    assert not paths.stage_done("train").exists()
+    assert paths.stage_done("critique").exists() and not paths.stage_done("train").exists()
     assert not paths.final_model.exists() and not paths.results.exists()
     assert not list(paths.root.rglob("*.tmp"))
 

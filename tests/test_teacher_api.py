@@ -177,8 +177,7 @@ def test_sigkill_resume_never_re_requests_stored_keys(tmp_path):
             if i == 2:
                 with cache.open("ab") as f:
                     f.write(torn)  # as if the kill had torn the last line
-            before = (_complete_keys(cache), srv.stats()["calls"])
-            snapshots.append(before)
+            snapshots.append((_complete_keys(cache), srv.stats()["calls"]))
             child = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
             if target is None:

@@ -59,10 +59,8 @@ def train_cfg(compose, run_dir: Path, *overrides, world_size: int = 1):
     return validate(compose([*TRAIN_OVERRIDES, *overrides], run_dir=run_dir), world_size=world_size)
 
 
-def write_rows(run_dir: Path, n: int = 48) -> RunPaths:
-    paths = RunPaths.of(run_dir)
-    write_jsonl(paths.critiques, cft_rows(n))
-    return paths
+def write_rows(run_dir: Path, n: int = 48) -> None:
+    write_jsonl(RunPaths.of(run_dir).critiques, cft_rows(n))
 
 
 def train(cfg) -> dict:
@@ -96,9 +94,8 @@ def test_packed_and_padded_training_give_the_same_losses(compose, tmp_path):
 def test_default_saves_five_checkpoints_and_selection_keeps_them_all(compose, tmp_path, select, kept):
     """save_steps=0.2 (the default) is a share of the run, so a 10-step run saves every 2 steps;
     rotation keeps save_total_limit=2 of them unless eval.select_checkpoint must pick among all."""
-    cfg = train_cfg(compose, tmp_path / "r", "method.max_steps=10", "method.save_steps=0.2",
-                    f"eval.select_checkpoint={str(select).lower()}")
-    train(cfg)
+    train(train_cfg(compose, tmp_path / "r", "method.max_steps=10", "method.save_steps=0.2",
+                    f"eval.select_checkpoint={str(select).lower()}"))
     saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "r/train/checkpoints").glob("checkpoint-*"))
     assert saved == kept
 
