@@ -71,8 +71,7 @@ def test_critic_metrics_precision_recall():
     rows = [{"verdict": "wrong", "truth": "wrong"}, {"verdict": "wrong", "truth": "right"},
             {"verdict": "right", "truth": "right"}, {"verdict": None, "truth": "wrong"}]
     m = critic_metrics(rows)
-    assert m["accuracy"] == 50.0 and m["precision_wrong"] == 0.5 and m["recall_wrong"] == 0.5
-    assert m["no_verdict"] == 1
+    assert (m["accuracy"], m["precision_wrong"], m["recall_wrong"], m["no_verdict"]) == (50.0, 0.5, 0.5, 1)
 
 
 def test_critic_heldout_pairs_exclude_training_ids_and_are_balanced(compose):
