@@ -92,6 +92,11 @@ class RunPaths:
         return self.train_dir / "checkpoints"
 
     @property
+    def deepspeed_json(self) -> Path:
+        """The DeepSpeed config the Trainer ran with (derived values filled in)."""
+        return self.train_dir / "deepspeed.json"
+
+    @property
     def final_model(self) -> Path:
         """HF-format weights (safetensors) + tokenizer, loadable by from_pretrained and vLLM."""
         return self.root / "model"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from cft.io import read_json
+from cft.paths import RunPaths
 from cft.validation import grad_accum_steps
 from conftest import ROOT, make_compose
 from helpers import cli, free_port, torchrun_env
@@ -68,9 +70,10 @@ def test_two_processes_match_one(compose, tmp_path, one_process):
     summary = _summary(torchrun(cfg))
     assert summary["world_size"] == 2 and summary["global_step"] == 4
     assert _compare(one_process, losses(tmp_path / "two"), "ddp") <= TOL
-    ckpt = tmp_path / "two" / "train" / "checkpoints" / "checkpoint-4"
-    assert {"rng_state_0.pth", "rng_state_1.pth", "COMPLETE"} <= {p.name for p in ckpt.iterdir()}
-    assert (tmp_path / "two" / "model" / "model.safetensors").exists()
+    paths = RunPaths.of(tmp_path / "two")
+    names = {p.name for p in (paths.checkpoints / "checkpoint-4").iterdir()}
+    assert {"rng_state_0.pth", "rng_state_1.pth", "COMPLETE"} <= names
+    assert (paths.final_model / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("option", ["zero2", "zero3"])
@@ -81,11 +84,12 @@ def test_deepspeed_zero_on_cpu(compose, tmp_path, one_process, option):
     write_rows(tmp_path / option)
     summary = _summary(torchrun(cfg))
     assert summary["deepspeed_stage"] == int(option[-1])
-    written = json.loads((tmp_path / option / "train" / "deepspeed.json").read_text())
+    paths = RunPaths.of(tmp_path / option)
+    written = read_json(paths.deepspeed_json)
     assert written["train_batch_size"] == 8 and written["gradient_accumulation_steps"] == 1
     assert _compare(one_process, losses(tmp_path / option), option) <= TOL
-    assert (tmp_path / option / "model" / "model.safetensors").exists()
-    ckpt = tmp_path / option / "train" / "checkpoints" / "checkpoint-4"
+    assert (paths.final_model / "model.safetensors").exists()
+    ckpt = paths.checkpoints / "checkpoint-4"
     assert (ckpt / "COMPLETE").exists() and list(ckpt.glob("global_step*"))
     # Resume (no steps left): DeepSpeed's shards load with weights_only=True (safe_deepspeed_load).
     proc = torchrun(train_cfg(compose, tmp_path / option, "method.max_steps=4", f"deepspeed={option}",

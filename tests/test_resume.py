@@ -79,7 +79,7 @@ def test_killed_run_resumes_exactly(compose, tmp_path, uninterrupted, mode, resu
     cfg = train_cfg(compose, run_dir)
     write_rows(run_dir)
     _killed_run(cfg, mode)
-    newest = ckpt.checkpoints(run_dir / "train" / "checkpoints")[-1]
+    newest = ckpt.checkpoints(RunPaths.of(run_dir).checkpoints)[-1]
     assert newest.name == "checkpoint-4"
     assert ckpt.is_complete(newest) is (mode == "after_save")
     before = losses(run_dir)
@@ -100,7 +100,7 @@ def test_killed_run_resumes_exactly(compose, tmp_path, uninterrupted, mode, resu
         assert abs(after[s]["learning_rate"] - uninterrupted[s]["learning_rate"]) <= TOL
         assert abs(after[s]["grad_norm"] - uninterrupted[s]["grad_norm"]) <= 1e-5
     # The partial checkpoint was discarded, never resumed; the newest K=2 complete ones remain.
-    kept = ckpt.checkpoints(run_dir / "train" / "checkpoints")
+    kept = ckpt.checkpoints(RunPaths.of(run_dir).checkpoints)
     assert [c.name for c in kept] == ["checkpoint-4", "checkpoint-6"] and all(map(ckpt.is_complete, kept))
 
 
@@ -131,7 +131,7 @@ def test_checkpoint_names_the_tracker_run_and_loads_without_unpickling_code(comp
     write_rows(run_dir)
     (run_dir / "wandb_run_id.txt").write_text("abc123\n")
     train(train_cfg(compose, run_dir, "method.max_steps=2", "method.save_steps=1"))
-    last = ckpt.last_complete(run_dir / "train" / "checkpoints")
+    last = ckpt.last_complete(RunPaths.of(run_dir).checkpoints)
     assert last.name == "checkpoint-2" and ckpt.tracker_run_id(last) == "abc123"
     files = list(last.glob("*.pt*"))
     assert {f.name for f in files} >= {"optimizer.pt", "scheduler.pt", "rng_state.pth"}

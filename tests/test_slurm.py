@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from cft.cluster import read_jobs
+from cft.config import STAGES
 from cft.io import read_json
+from cft.paths import RunPaths
 from helpers import ROOT, cli, cli_env, run_paths
 
 PARTITION = os.environ.get("CFT_SLURM_PARTITION", "debug")
@@ -96,16 +98,16 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
         run_dir, job = None, None
         while time.time() < deadline:
             dirs = _job_dirs(tmp_path / "outputs")
-            if dirs and list((dirs[0] / "train" / "checkpoints").glob("checkpoint-*/trainer_state.json")):
-                run_dir = dirs[0]
+            if dirs and list(RunPaths.of(dirs[0]).checkpoints.glob("checkpoint-*/trainer_state.json")):
+                run_dir, paths = dirs[0], RunPaths.of(dirs[0])
                 break
             assert submit.poll() is None, submit.stdout.read()[-3000:]
             time.sleep(0.5)
         assert run_dir, "the job never wrote a training checkpoint"
         time.sleep(1.0)  # let the checkpoint's files land
-        markers = {p.name: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.done.json")}
-        assert {"data.done.json", "critique.done.json"} <= set(markers)
-        train_done_before = "train.done.json" in markers
+        markers = {s: paths.stage_done(s).stat().st_mtime_ns for s in STAGES if paths.stage_done(s).exists()}
+        assert {"data", "critique"} <= set(markers)
+        train_done_before = "train" in markers
         (job,) = read_jobs(run_dir)
         subprocess.run(["scancel", "--signal=USR2", job["job_id"]], check=True)
         # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it at once.
@@ -131,14 +133,14 @@ def test_requeue_resumes_in_the_same_run_dir(tmp_path, tiny_source, cache_dir):
     assert len({j["job_id"] for j in jobs}) == 1
     assert int(_scontrol(job["job_id"]).get("Restarts", 0)) == 1
     assert _job_dirs(tmp_path / "outputs") == [run_dir]  # no second run dir
-    for name in ("data.done.json", "critique.done.json"):
-        assert (run_dir / "stages" / name).stat().st_mtime_ns == markers[name], f"{name} was redone"
+    for stage in ("data", "critique"):
+        assert paths.stage_done(stage).stat().st_mtime_ns == markers[stage], f"{stage} was redone"
     log = "".join(p.read_text() for p in (tmp_path / "outputs").rglob(".submitit/*/*_log.out"))
     assert "Requeued job" in log
     assert "stage data: outputs complete, skipped" in log
     assert "stage critique: outputs complete, skipped" in log
-    assert read_json(run_dir / "results.json")
-    train = read_json(run_dir / "stages" / "train.done.json")["summary"]
+    assert read_json(paths.results)
+    train = read_json(paths.stage_done("train"))["summary"]
     if not train_done_before:  # interrupted mid-training: resumed from the checkpoint
         assert train["resumed_from"] and "checkpoint-" in str(train["resumed_from"])
         assert train["global_step"] == 6

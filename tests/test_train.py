@@ -87,7 +87,7 @@ def test_packed_and_padded_training_give_the_same_losses(compose, tmp_path):
     for step in a:
         assert abs(a[step]["loss"] - b[step]["loss"]) <= 1e-5, (step, a[step], b[step])
         assert abs(a[step]["grad_norm"] - b[step]["grad_norm"]) <= 1e-4
-    assert (tmp_path / "packed" / "model" / "model.safetensors").exists()
+    assert (RunPaths.of(tmp_path / "packed").final_model / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("select,kept", [(False, [8, 10]), (True, [2, 4, 6, 8, 10])])
@@ -96,7 +96,7 @@ def test_default_saves_five_checkpoints_and_selection_keeps_them_all(compose, tm
     rotation keeps save_total_limit=2 of them unless eval.select_checkpoint must pick among all."""
     train(train_cfg(compose, tmp_path / "r", "method.max_steps=10", "method.save_steps=0.2",
                     f"eval.select_checkpoint={str(select).lower()}"))
-    saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "r/train/checkpoints").glob("checkpoint-*"))
+    saved = sorted(int(p.name.split("-")[1]) for p in RunPaths.of(tmp_path / "r").checkpoints.glob("checkpoint-*"))
     assert saved == kept
 
 
@@ -116,13 +116,14 @@ def test_without_deepspeed_bf16_weights_train_in_fp32_and_save_in_bf16(compose, 
     from safetensors.torch import load_file
 
     train(train_cfg(compose, tmp_path / "r", "model.dtype=bfloat16", "method.max_steps=1"))
+    paths = RunPaths.of(tmp_path / "r")
 
     def dtypes(path):
         return {t.dtype for t in load_file(str(path)).values()}
 
-    assert dtypes(tmp_path / "r/train/checkpoints/checkpoint-1/model.safetensors") == {torch.float32}
-    assert dtypes(tmp_path / "r/model/model.safetensors") == {torch.bfloat16}
-    config = json.loads((tmp_path / "r/model/config.json").read_text())
+    assert dtypes(paths.checkpoints / "checkpoint-1" / "model.safetensors") == {torch.float32}
+    assert dtypes(paths.final_model / "model.safetensors") == {torch.bfloat16}
+    config = json.loads((paths.final_model / "config.json").read_text())
     # Training switches the KV cache off (packing needs it); the saved model must not keep that.
     assert config["dtype"] == "bfloat16" and config["use_cache"] is True
 

@@ -153,7 +153,7 @@ def run(cfg, paths: RunPaths) -> dict:
             deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
         ckpt.safe_deepspeed_load()
         if rank == 0:
-            write_json(paths.train_dir / "deepspeed.json", args.hf_deepspeed_config.config)
+            write_json(paths.deepspeed_json, args.hf_deepspeed_config.config)
     model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model.train_template={cfg.model.train_template!r} adds special tokens "
