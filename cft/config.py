@@ -303,11 +303,12 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("shipped_benchmarks", lambda: str(SHIPPED))
 
 
-def compose_config(overrides=()) -> DictConfig:
+def compose_config(overrides=(), return_hydra_config: bool = False) -> DictConfig:
     """The composed config outside a Hydra app, for tools that need a recipe's values (the GPU
-    check, benchmarks), so they read the config as a run sees it, never a YAML file directly."""
+    check, benchmarks), so they read the config as a run sees it, never a YAML file directly;
+    `return_hydra_config` adds the `hydra` node (launcher, sweeper)."""
     from hydra import compose, initialize_config_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)

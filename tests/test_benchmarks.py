@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from pathlib import Path
 
 from cft.benchmarks import BENCHMARKS, SHIPPED
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def test_shipped_test_sets_match_their_sha256sums():

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 # Every field a GPU run fills (dotted paths into gpu_check.json).
 FIELDS = [
@@ -125,8 +124,8 @@ def test_a_run_needing_a_missing_extra_stops_at_once_naming_it(compose, monkeypa
     """The bundle leaves out the optional extras: a run that needs one says which, before any work."""
     import importlib.util
 
-    from cft.validation import ConfigError
     from cft.pipeline import check_packages
+    from cft.validation import ConfigError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "openai") else real(name, *a))

@@ -10,12 +10,11 @@ import itertools
 
 import pytest
 import yaml
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from cft.benchmarks import PAPER_BENCHMARKS
+from cft.config import compose_config
 from cft.validation import validate
 from helpers import ROOT, cli
 
@@ -65,10 +64,8 @@ def test_every_cell_composes_and_validates(compose, experiment):
 
 
 def test_cluster_configs_switch_the_launcher():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        local = hydra_compose("config", return_hydra_config=True)
-        slurm = hydra_compose("config", overrides=["cluster=slurm"], return_hydra_config=True)
-        cpu = hydra_compose("config", overrides=["cluster=slurm-cpu"], return_hydra_config=True)
+    local, slurm, cpu = (compose_config(o, return_hydra_config=True)
+                         for o in ([], ["cluster=slurm"], ["cluster=slurm-cpu"]))
     assert local.hydra.launcher._target_.endswith("BasicLauncher")
     for cfg in (slurm, cpu):
         assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
