@@ -65,6 +65,35 @@ def export_slurm_env() -> bool:
     return True
 
 
+# The env:// rendezvous torch.distributed and DeepSpeed read. deepspeed.comm.init_distributed
+# (deepspeed/comm/comm.py, 0.19) falls back to MPI discovery (`from mpi4py import MPI`) unless ALL
+# of these are set, so a ZeRO run started without a launcher died there (issue #20 item 1).
+RENDEZVOUS_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
+
+
+def group_of_one_env(environ=os.environ) -> dict:
+    """The variables that make a process started without a launcher (one GPU, a notebook, an
+    interactive node) rank 0 of a process group of one on 127.0.0.1 at a free port; {} when a
+    launcher already set any of them (torchrun, srun through export_slurm_env): theirs win."""
+    if any(k in environ for k in RENDEZVOUS_ENV) or _slurm_step(environ):
+        return {}
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}
+
+
+def export_group_of_one() -> bool:
+    """Before DeepSpeed initialises: export group_of_one_env() (True when it set anything).
+    Child processes never see it: they get single_process_env()."""
+    env = group_of_one_env()
+    os.environ.update(env)
+    return bool(env)
+
+
 # What torchrun / srun / accelerate put in the environment for torch.distributed.
 _DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
                     "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR",

@@ -95,3 +95,37 @@ def test_deepspeed_zero_on_cpu(compose, tmp_path, one_process, option):
     proc = torchrun(train_cfg(compose, tmp_path / option, "method.max_steps=4", f"deepspeed={option}",
                               world_size=2))
     assert _summary(proc)["resumed_from"].endswith("checkpoint-4")
+
+
+def test_zero2_without_a_launcher_trains_as_one_process(compose, tmp_path, one_process, cache_dir):
+    """The headline command on one GPU, a notebook or an interactive node: ZeRO-2 started as a
+    plain process (no torchrun). DeepSpeed's init_distributed looks for MPI unless RANK,
+    WORLD_SIZE, MASTER_ADDR, MASTER_PORT and LOCAL_RANK are all set (deepspeed/comm/comm.py), so
+    this died with `No module named 'mpi4py'` before the train stage exported a group of one."""
+    import os
+    import sys
+
+    from cft.distributed import RENDEZVOUS_ENV
+
+    cfg = train_cfg(compose, tmp_path / "plain", "method.max_steps=4", "deepspeed=zero2")
+    write_rows(tmp_path / "plain")
+    (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (tmp_path / "stage.py").write_text(STAGE)
+    env = {k: v for k, v in torchrun_env(cache_dir, PYTHONPATH=str(ROOT)).items() if k not in RENDEZVOUS_ENV}
+    proc = subprocess.run([sys.executable, str(tmp_path / "stage.py"), str(tmp_path / "cfg.yaml")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = _summary(proc)
+    assert summary["deepspeed_stage"] == 2 and summary["world_size"] == 1
+    assert _compare(one_process, losses(tmp_path / "plain"), "zero2, no launcher") <= TOL
+    assert not any(k in os.environ for k in RENDEZVOUS_ENV)  # the test process itself is untouched
+
+
+def test_group_of_one_never_overrides_a_launcher():
+    from cft.distributed import group_of_one_env
+
+    env = group_of_one_env({})
+    assert env.keys() == {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
+    assert (env["RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"]) == ("0", "1", "127.0.0.1")
+    assert group_of_one_env({"MASTER_PORT": "29500"}) == {}  # torchrun's, or a user's choice
+    assert group_of_one_env({"SLURM_PROCID": "1", "SLURM_NTASKS": "4"}) == {}  # export_slurm_env's job

@@ -142,6 +142,8 @@ def run(cfg, paths: RunPaths) -> dict:
     dataset = features  # a list is a map-style dataset to the Trainer (no `datasets` needed)
 
     use_cpu = not torch.cuda.is_available()
+    if int(cfg.deepspeed.stage) > 0:  # DeepSpeed needs a process group, even a group of one
+        distributed.export_group_of_one()
     # Before the model: with ZeRO-3, TrainingArguments(deepspeed=...) makes from_pretrained
     # partition weights as they load instead of materialising the full model on every rank.
     args = training_args(cfg, paths, world_size, use_cpu)
@@ -189,7 +191,9 @@ def run(cfg, paths: RunPaths) -> dict:
         os.replace(tmp, paths.final_model)
     return {"n_examples": len(examples), "n_sft_mixed": sum(e["id"].startswith("sft:") for e in examples),
             "n_truncated": n_truncated,
-            "train_loss": result.training_loss, "global_step": result.global_step,
+            # over all steps, also those before a resume (result.training_loss: this process's only)
+            "train_loss": ckpt.mean_logged_loss(trainer.state.log_history, default=result.training_loss),
+            "global_step": result.global_step,
             "resumed_from": str(last) if last else None, "packing": packing,
             "attn_implementation": attn_of(model), "deepspeed_stage": int(cfg.deepspeed.stage),
             "world_size": world_size}
