@@ -111,7 +111,8 @@ def test_bf16_models_train_under_zero_by_default(compose, model, zero):
 
 def test_without_deepspeed_bf16_weights_train_in_fp32_and_save_in_bf16(compose, tmp_path):
     """No DeepSpeed = no fp32 master copy: bf16 weights would drop most lr-5e-6 updates, so the
-    Trainer gets fp32 weights (checkpoints are fp32) and the final model is saved in model.dtype."""
+    Trainer gets fp32 weights (checkpoints hold them, for an exact resume) and the final model is
+    saved in model.dtype, the dtype every checkpoint's config.json declares (issue #20 item 5)."""
     import torch
     from safetensors.torch import load_file
 
@@ -122,6 +123,9 @@ def test_without_deepspeed_bf16_weights_train_in_fp32_and_save_in_bf16(compose, 
         return {t.dtype for t in load_file(str(path)).values()}
 
     assert dtypes(paths.checkpoints / "checkpoint-1" / "model.safetensors") == {torch.float32}
+    # ... but it declares bf16, so checkpoint selection on vLLM (dtype=auto follows config.json)
+    # scores the bf16 model that the final weights are, not an fp16 cast of fp32 weights.
+    assert json.loads((paths.checkpoints / "checkpoint-1" / "config.json").read_text())["dtype"] == "bfloat16"
     assert dtypes(paths.final_model / "model.safetensors") == {torch.bfloat16}
     config = json.loads((paths.final_model / "config.json").read_text())
     # Training switches the KV cache off (packing needs it); the saved model must not keep that.

@@ -74,6 +74,30 @@ def _metrics_callback(metrics_path: Path):
     return MetricsJsonl()
 
 
+def _declare_dtype_callback(dtype: str):
+    """Without DeepSpeed the Trainer holds (and checkpoint-N/ stores) fp32 master weights, and
+    save_pretrained writes `"dtype": "float32"` into its config.json. Loaders that follow the
+    config then score another model than the one trained: vLLM's dtype=auto turns an fp32
+    config into its platform's first half type (fp16 before vLLM 0.10; vllm/config/model.py
+    `_resolve_auto_dtype`), and Qwen2 can overflow in fp16. The weights stay fp32 (an exact
+    resume needs them); the config declares model.dtype, the dtype the final model is saved in,
+    before the COMPLETE marker is written (so this callback must come before that one)."""
+    from transformers import TrainerCallback
+
+    class DeclareDtype(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            config = Path(args.output_dir) / f"checkpoint-{state.global_step}" / "config.json"
+            if state.is_world_process_zero and config.is_file():
+                import json
+
+                values = json.loads(config.read_text())
+                values["dtype"] = dtype
+                write_json(config, values)
+            return control
+
+    return DeclareDtype()
+
+
 def _keep(cfg) -> int:
     """How many complete checkpoints rotation keeps; 0 = all (checkpoint selection needs them)."""
     return 0 if cfg.eval.select_checkpoint else int(cfg.method.save_total_limit)
@@ -174,6 +198,8 @@ def run(cfg, paths: RunPaths) -> dict:
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=make_collator(packing, tokenizer.pad_token_id),
                       callbacks=[_metrics_callback(paths.metrics),
+                                 *([_declare_dtype_callback(str(torch_dtype(cfg.model)).removeprefix("torch."))]
+                                   if int(cfg.deepspeed.stage) == 0 else []),
                                  ckpt.completion_callback(key, _keep(cfg), _tracker_run_id(paths))])
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
