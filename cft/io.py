@@ -54,9 +54,22 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
 def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
     """Yield JSON objects; a malformed line, or one without a `required` field, raises
     DataError naming file and line."""
+    for _, obj in iter_jsonl_lines(path, required):
+        yield obj
+
+
+def iter_jsonl_lines(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, object) per non-blank line, so a caller can name the line of a record; a
+    line that is not UTF-8 or not a JSON object raises DataError naming file and line (a text-mode
+    read would raise UnicodeDecodeError with an offset into a read buffer and no file)."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} is byte "
+                                f"{e.start + 1} of the line)") from None
             if not line.strip():
                 continue
             try:
@@ -68,7 +81,7 @@ def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dic
             missing = [k for k in required if k not in obj]
             if missing:
                 raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            yield obj
+            yield lineno, obj
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:

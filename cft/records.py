@@ -31,6 +31,22 @@ class Record:
         return cls(**d)
 
 
+def same_example(rec: Record) -> tuple:
+    """What makes a record a duplicate of another: a repeated row, i.e. the same question, noisy
+    response and shipped critique from the same source. The same response text under two sources
+    is kept twice: CHAMP ships some responses verbatim under several prompting setups, and each is
+    one of One-Shot CFT's 72 candidates; two shipped critiques of one response are two examples."""
+    return rec.question, rec.noisy_response, rec.released_critique, rec.noisy_source
+
+
+def drop_duplicates(records: list[Record]) -> tuple[list[Record], int]:
+    """The first record of each `same_example`, in order, and how many were dropped."""
+    kept: dict[tuple, Record] = {}
+    for rec in records:
+        kept.setdefault(same_example(rec), rec)
+    return list(kept.values()), len(records) - len(kept)
+
+
 def is_verified(rec: dict) -> bool:
     """Whether a record's noisy response counts as verified correct (method.keep=verified).
 

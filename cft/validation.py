@@ -3,7 +3,7 @@ its type) but makes no sense with the others, or an input file that is not there
 with a message naming the key, in seconds rather than after hours of training."""
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cft.config import STAGES
 
@@ -24,6 +24,48 @@ def _choice(cfg: DictConfig, key: str, allowed) -> None:
 def _local_path(value) -> bool:
     """A path the user means as a file on this machine (not a hub id such as `Qwen/Qwen2.5-7B`)."""
     return isinstance(value, str) and value.startswith(("/", "./", "../", "~"))
+
+
+def check_known_keys(node, where: str = "") -> None:
+    """Every key of a section with a dataclass schema is one of its fields. Hydra refuses an unknown
+    key at composition, but its `+key=value` form (which its own error message suggests) adds one
+    anyway, and nothing reads it: `+method.learning_rate=1e-5` would be recorded and ignored."""
+    import dataclasses
+
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            check_known_keys(item, f"{where}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        fields = [f.name for f in dataclasses.fields(schema)]
+        for key in node:
+            if key not in fields:
+                section = f"section {where}" if where else "the config"
+                raise ConfigError(f"{where + '.' if where else ''}{key} is not a key of {section} "
+                                  f"({schema.__name__}: `+` cannot add one); its keys are: "
+                                  f"{', '.join(fields)}")
+    for key, child in node.items_ex(resolve=False):
+        check_known_keys(child, f"{where}.{key}" if where else str(key))
+
+
+# Sizes and rates that must be > 0: 0 or less would train nothing without a word (method.lr=0),
+# divide by zero (a batch size) or generate nothing.
+POSITIVE = ("method.lr", "method.global_batch_size", "method.cutoff_len", "model.per_device_batch_size",
+            "eval.batch_size", "eval.max_new_tokens")
+
+
+def check_positive(cfg: DictConfig) -> None:
+    """Every POSITIVE key > 0, and a run that evaluates names a benchmark, naming the key."""
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if not value > 0:
+            raise ConfigError(f"{key}={value} must be > 0")
+    if "eval" in cfg.stages and not cfg.eval.benchmarks:
+        raise ConfigError("eval.benchmarks is empty: name at least one benchmark (e.g. "
+                          "eval.benchmarks=[math-500]), or leave eval out of stages")
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -89,6 +131,8 @@ def _validate_teachers(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     """Check cross-field constraints and compute derived values, once, in place."""
+    check_known_keys(cfg)
+    check_positive(cfg)
     for stage in cfg.stages:
         if stage not in STAGES:
             raise ConfigError(f"stages: unknown stage {stage!r}; known: {list(STAGES)}")

@@ -75,6 +75,24 @@ def test_user_jsonl_checks_responses_against_answers(compose, tmp_path):
     assert [r.response_correct for r in records] == [RIGHT, WRONG, UNKNOWN]
 
 
+def test_data_stage_drops_repeated_rows_and_counts_them(compose, tmp_path):
+    """A repeated row (same question, response, critique, source) is one record; the same
+    question with another response is not a duplicate. Ids stay unique."""
+    from cft.data.stage import run as data_stage
+    from cft.paths import RunPaths
+
+    path = tmp_path / "x.jsonl"
+    rows = [{"question": "1+1?", "response": "2"}, {"question": "1+1?", "response": "2"},
+            {"question": "1+1?", "response": "3"}, {"id": "k", "question": "2+2?", "response": "4"},
+            {"id": "k", "question": "2+2?", "response": "4"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose(["dataset=jsonl", f"dataset.path={path}"])
+    paths = RunPaths.of(cfg.run_dir)
+    summary = data_stage(cfg, paths)
+    assert (summary["n_records"], summary["n_duplicates_dropped"]) == (3, 2)
+    assert [r["id"] for r in read_jsonl(paths.records)] == ["x-1", "x-3", "k"]
+
+
 def test_decontamination_catches_planted_benchmark_questions():
     math500 = read_jsonl(BENCHMARKS / "math-500" / "test.jsonl")
     gsm8k = read_jsonl(BENCHMARKS / "gsm8k" / "test.jsonl")

@@ -113,6 +113,50 @@ def test_best_per_column_and_delta_vs_best_sft(sweep):
     assert r"\textbf{15.2}" in tex and r"$\Delta$ CFT vs best SFT" in tex and r"MATH-500" in tex
 
 
+def _edit(run_dir: Path, name: str, change) -> None:
+    """Rewrite run_dir/name (config.yaml or results.json) through `change(dict)`."""
+    path = run_dir / name
+    data = yaml.safe_load(path.read_text()) if name.endswith(".yaml") else json.loads(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data) if name.endswith(".yaml") else json.dumps(data))
+
+
+def test_columns_are_every_key_that_differs_not_only_the_ones_that_split_a_group(sweep):
+    """method.lr differs, in step with the noisy source: a column of its own, not hidden behind it."""
+    for run_dir in sweep.glob("*GPT-3.5*"):
+        _edit(run_dir, "config.yaml", lambda c: c["method"].update(lr=2e-3))
+    table = build_table(collect_runs(sweep))
+    assert table.key_columns == ["model", "method", "dataset.noisy_models", "method.lr"]
+    assert {(r.keys["dataset.noisy_models"], r.keys["method.lr"]) for r in table.rows} == {
+        ("[GPT-4]", "0.001"), ("[GPT-3.5]", "0.002")}
+
+
+def test_a_key_set_on_the_command_line_is_a_column_even_in_step_with_the_method(tmp_path):
+    """Two runs, sft at lr 1e-3 and cft at 2e-3: from the configs alone lr could be the methods'
+    preset; Hydra's record of the overrides says the user set it, so it is shown."""
+    root = tmp_path / "runs"
+    dirs = [_fake_run(root, 0, "sft", "GPT-4", {"math-500": 10.0}), _fake_run(root, 1, "cft", "GPT-4", {"math-500": 12.0})]
+    _edit(dirs[1], "config.yaml", lambda c: c["method"].update(lr=2e-3))
+    assert build_table(collect_runs(root)).key_columns == ["model", "method"]  # method.target neither
+    for d, lr in zip(dirs, ("0.001", "0.002")):
+        (d / ".hydra").mkdir()
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={d.name[-3:]}", f"method.lr={lr}"]))
+    assert build_table(collect_runs(root)).key_columns == ["model", "method", "method.lr"]
+
+
+def test_a_score_says_how_many_problems_it_is_over_when_that_differs(sweep):
+    _edit(sweep / "0_dataset.noisy_models=[GPT-4],method=sft", "results.json",
+          lambda r: r["n"].update({"math-500": 8}))
+    table = build_table(collect_runs(sweep))
+    md = to_markdown(table)
+    assert "| tiny | sft | [GPT-4] | 10.0 (n=8) | 11.5 |" in md  # gsm8k etc.: n=10 everywhere, unsaid
+    assert "| tiny | cft | [GPT-4] | **15.2 (n=10)** | **16.8** |" in md
+    rows = {(r["method"], r["dataset.noisy_models"]): r for r in _csv_rows(to_csv(table))}
+    assert rows[("sft", "[GPT-4]")]["math-500"] == "10.0" and rows[("sft", "[GPT-4]")]["n.math-500"] == "8"
+    assert "n.gsm8k" not in rows[("sft", "[GPT-4]")]
+    assert "15.2 (n=10)" in to_latex(table)
+
+
 def test_cli_writes_three_table_formats_plots_and_local_report(sweep, tmp_path, capsys):
     out = tmp_path / "report"
     assert main([str(sweep), "--out", str(out), "--wandb", "disabled"]) == 0

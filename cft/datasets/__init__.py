@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from cft.records import RIGHT, UNKNOWN, WRONG, Record
-from cft.io import DataError, iter_jsonl
+from cft.records import RIGHT, UNKNOWN, WRONG, Record, same_example
+from cft.io import DataError, iter_jsonl, iter_jsonl_lines
 from cft.verdict import parse_verdict
 
 LOADERS: dict[str, Callable] = {}
@@ -185,23 +185,33 @@ def load_numina(cfg) -> Iterator[Record]:
 
 @loader("jsonl")
 def load_jsonl(cfg) -> Iterator[Record]:
-    """A user file: `question`, `response` required; `answer`, `solution`, `critique` optional."""
+    """A user file: `question`, `response` required; `answer`, `solution`, `critique`, `id` optional.
+
+    Record ids must be unique (the critique stage matches critiques to records by id): a row
+    without `id` gets `<file stem>-<line>`, and an `id` already given to another example (see
+    `cft.records.same_example`) is an error naming both lines. A repeated row is let through: the
+    data stage drops it as a duplicate and counts it.
+    """
     from cft.answers import Verdict, check, extract_answer
 
     path = Path(cfg.path)
     if not path.exists():
         raise DataError(f"dataset.path={cfg.path!r}: file not found")
-    for lineno, row in enumerate(iter_jsonl(path), 1):
+    first_line: dict[str, tuple[int, tuple]] = {}  # id -> (line, same_example) of its first row
+    for lineno, row in iter_jsonl_lines(path):
         _require(row, ("question", "response"), f"{path}:{lineno}")
-        answer = row.get("answer")
-        correct = UNKNOWN
-        if answer is not None:
-            verdict = check(extract_answer(row["response"], last_number=False), str(answer))
-            correct = {Verdict.EQUAL: RIGHT, Verdict.DIFFERENT: WRONG}.get(verdict, UNKNOWN)
-        yield Record(
+        rec = Record(
             id=str(row.get("id", f"{path.stem}-{lineno}")), question=row["question"],
-            reference_answer=None if answer is None else str(answer),
+            reference_answer=None if row.get("answer") is None else str(row["answer"]),
             reference_solution=row.get("solution"), noisy_response=row["response"],
-            noisy_source=row.get("source", f"jsonl:{path.name}"), response_correct=correct,
-            released_critique=row.get("critique"),
+            noisy_source=row.get("source", f"jsonl:{path.name}"), released_critique=row.get("critique"),
         )
+        line, example = first_line.setdefault(rec.id, (lineno, same_example(rec)))
+        if example != same_example(rec):
+            raise DataError(f"{path}:{lineno}: id {rec.id!r} is already the id of line {line} "
+                            f"({path}:{line}), a different question, response or critique; "
+                            f"record ids must be unique")
+        if rec.reference_answer is not None:
+            verdict = check(extract_answer(rec.noisy_response, last_number=False), rec.reference_answer)
+            rec.response_correct = {Verdict.EQUAL: RIGHT, Verdict.DIFFERENT: WRONG}.get(verdict, UNKNOWN)
+        yield rec

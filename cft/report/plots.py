@@ -1,10 +1,11 @@
 """Sweep plots (PNG, matplotlib Agg): training loss, accuracy bars, checkpoint selection."""
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cft.io import atomic_open, iter_jsonl, read_json
+from cft.io import DataError, atomic_open, iter_jsonl, read_json
 from cft.paths import RunPaths
 from cft.report.tables import DISPLAY, FAILED, Table
 
@@ -30,13 +31,22 @@ def row_label(table: Table, row, skip=()) -> str:
     return " / ".join(row.keys[k] for k in table.key_columns if k not in skip)
 
 
+def _skipped(path: Path, error: Exception) -> None:
+    """A damaged file costs its run a curve, never the report; said on stderr."""
+    print(f"[cft.report] {path}: skipped in the plots ({error})", file=sys.stderr)
+
+
 def train_loss(run_dir: Path) -> list[tuple[int, float]]:
     """(step, loss) of the train stage; a resumed run's repeated steps keep the latest value."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    by_step = {r["step"]: r["loss"] for r in iter_jsonl(path)
-               if r.get("stage") == "train" and "loss" in r and "step" in r}
+    try:
+        by_step = {r["step"]: r["loss"] for r in iter_jsonl(path)
+                   if r.get("stage") == "train" and "loss" in r and "step" in r}
+    except (DataError, OSError) as e:
+        _skipped(path, e)
+        return []
     return sorted(by_step.items())
 
 
@@ -94,11 +104,15 @@ def selection_curves(table: Table, out: Path, title: str) -> Path | None:
     for r in table.rows:
         path = RunPaths.of(r.run.run_dir).selection
         if path.exists():
-            selection = read_json(path)
-            points = sorted((p["step"], p["accuracy"]) for p in selection["curve"])
+            try:
+                selection = read_json(path)
+                points = sorted((p["step"], p["accuracy"]) for p in selection["curve"])
+                best = (selection["best"]["step"], selection["best"]["accuracy"])
+            except (ValueError, OSError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+                _skipped(path, e)
+                continue
             if points:
-                best = selection["best"]
-                curves.append((row_label(table, r), points, (best["step"], best["accuracy"])))
+                curves.append((row_label(table, r), points, best))
     if not curves:
         return None
     plt = _pyplot()

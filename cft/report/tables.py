@@ -1,17 +1,20 @@
 """The paper-style results table of a sweep (or any directory of runs): Markdown, CSV, LaTeX.
 
-Rows are base model x method, plus every other config key that differs between the runs and
-is not already determined by the keys before it (so `dataset.noisy_models` shows up when it
-was swept, `method.target` never does: it follows from `method.name`). Columns are the paper's
-benchmarks that any run has, in the paper's order, then the average and "Δ CFT vs best SFT".
-A run directory with a config but no results.json is a row of "failed"; a benchmark a run
-lacks is "—". Formatting is hand-written because every cell needs its own marker (bold best,
+Rows are base model x method, plus every other config key that differs between the runs (see
+`row_keys`: `dataset.noisy_models` or `method.lr` shows up when it differs, `method.target`
+never does: it is the value that `method=<name>` sets). Columns are the paper's benchmarks that
+any run has, in the paper's order, then the average and "Δ CFT vs best SFT"; a score says how
+many problems it is over ("41.2 (n=8)") when that number differs between runs. A run directory
+with a config but no readable results.json (missing, truncated, or a damaged config.yaml) is a
+row of "failed" whose note names the file and what is wrong with it; a benchmark a run lacks is
+"—". Formatting is hand-written because every cell needs its own marker (bold best,
 failed, missing), which pandas' writers do not express without jinja2/tabulate extras.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +31,26 @@ METHOD_ORDER = ["sft", "sft-verified", "sft-teacher", "cft", "cft-sft"]
 SFT_METHODS = ("sft", "sft-verified", "sft-teacher")
 CFT_METHODS = ("cft", "cft-sft")
 # Keys that differ between runs without describing the experiment.
-IGNORED = ("run_dir", "run_name", "paths.", "tracking.", "stages", "cluster.")
+IGNORED = ("run_dir", "run_name", "sweep_name", "paths.", "tracking.", "stages", "cluster.")
 MISSING, FAILED = "—", "failed"
 DELTA = "Δ CFT vs best SFT"
+NOTE = "note"  # the column naming a failed run's missing or damaged file
 
 
 @dataclass
 class Run:
     run_dir: Path
-    config: dict  # flattened: {"dataset.noisy_models": "[GPT-4]", ...}
+    config: dict  # flattened: {"dataset.noisy_models": "[GPT-4]", ...}; {} when unreadable
     results: dict | None  # results.json; None when the run has none (failed or unfinished)
+    # Why there are no results: "<file in the run dir>: <what is wrong>".
+    problem: str | None = None
+    # Keys set on the command line (Hydra's .hydra/overrides.yaml), e.g. {"method.lr"}.
+    overridden: frozenset = frozenset()
+
+    @property
+    def note(self) -> str:
+        """The problem, under the run directory's name (a damaged config leaves no other label)."""
+        return f"{self.run_dir.name}/{self.problem}" if self.problem else ""
 
 
 @dataclass
@@ -48,6 +61,8 @@ class Row:
     average: float | None
     delta: float | None = None
     best: set[str] = field(default_factory=set)
+    # Problems per benchmark, for the columns whose number of problems differs between runs.
+    counts: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -64,6 +79,10 @@ class Table:
     def has_delta(self) -> bool:
         return any(r.keys.get("method") in CFT_METHODS for r in self.rows)
 
+    @property
+    def has_notes(self) -> bool:
+        return any(r.run.problem for r in self.rows)
+
 
 def _flatten(obj, prefix: str = "") -> dict:
     if isinstance(obj, dict):
@@ -77,7 +96,8 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def collect_runs(root: str | Path) -> list[Run]:
-    """Every run directory below `root`: one holding config.yaml and run_info.json."""
+    """Every run directory below `root`: one holding config.yaml and run_info.json. A damaged
+    run (unreadable config.yaml or results.json) is kept, with its problem, never raised."""
     runs = []
     root = Path(root).resolve()
     for config in sorted(root.rglob("config.yaml")):
@@ -85,25 +105,84 @@ def collect_runs(root: str | Path) -> list[Run]:
         rel = run_dir.relative_to(root).parts
         if any(p.startswith(".") or p == "wandb" for p in rel) or not (run_dir / "run_info.json").exists():
             continue
-        flat = _flatten(OmegaConf.to_container(OmegaConf.load(config), resolve=False))
-        results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else None
-        runs.append(Run(run_dir, flat, results))
+        flat, problem = _read_config(config)
+        results, results_problem = _read_results(run_dir / "results.json")
+        problem = problem or results_problem
+        runs.append(Run(run_dir, flat, None if problem else results, problem, _overridden(run_dir)))
     return runs
 
 
+def _read_config(path: Path) -> tuple[dict, str | None]:
+    """(flattened config, None), or ({}, "config.yaml: <what is wrong>")."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as e:  # any damage (YAML syntax, encoding, an OmegaConf grammar error)
+        return {}, f"{path.name}: unreadable ({_first_line(e)})"
+    if not isinstance(config, dict):
+        return {}, f"{path.name}: not a mapping of config keys"
+    return _flatten(config), None
+
+
+def _read_results(path: Path) -> tuple[dict | None, str | None]:
+    """(results.json, None), or (None, "results.json: <missing or what is wrong>")."""
+    if not path.exists():
+        return None, f"{path.name}: missing (the run failed or has not finished)"
+    try:
+        results = read_json(path)
+    except json.JSONDecodeError as e:
+        return None, f"{path.name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"{path.name}: unreadable ({_first_line(e)})"
+    accuracy = results.get("accuracy") if isinstance(results, dict) else None
+    if not isinstance(accuracy, dict) or not all(isinstance(v, (int, float)) for v in accuracy.values()):
+        return None, f"{path.name}: no `accuracy` table of numbers"
+    return results, None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _overridden(run_dir: Path) -> frozenset:
+    """The config keys a run set on the command line, from Hydra's record of its overrides
+    (none for a run made without Hydra, or whose record is unreadable)."""
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    except Exception:
+        return frozenset()
+    if not isinstance(overrides, list):
+        return frozenset()
+    return frozenset(str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o))
+
+
+def _is_choice(key: str) -> bool:
+    """A config group's selection (`dataset.name` for `dataset=champ`)."""
+    return key.count(".") == 1 and key.endswith(".name")
+
+
 def row_keys(runs: list[Run]) -> list[str]:
-    """model, method, then each differing config key not determined by the keys before it."""
-    keys = ["model.name", "method.name"]
-    differing = sorted(k for k in {k for r in runs for k in r.config}
-                       if not k.startswith(IGNORED) and len({str(r.config.get(k)) for r in runs}) > 1)
-    front = [k for k in ("dataset.name", "teacher.name") if k in differing]
-    for key in front + [k for k in differing if k not in front and k not in keys]:
-        groups = defaultdict(set)
-        for r in runs:
-            groups[tuple(str(r.config.get(k)) for k in keys)].add(str(r.config.get(key)))
-        if any(len(v) > 1 for v in groups.values()):
-            keys.append(key)
-    return keys
+    """model, method, then every other config key that differs between the runs: each group
+    selection (dataset, teacher, then the others), and each other key unless its values are only
+    those the selections set (`method.target` follows from `method.name`: every run with the same
+    selections has the same value) and no run set it on the command line."""
+    readable = [r for r in runs if r.config]
+    differing = sorted(k for k in {k for r in readable for k in r.config}
+                       if not k.startswith(IGNORED) and len({str(r.config.get(k)) for r in readable}) > 1)
+    choices = sorted({k for r in readable for k in r.config if _is_choice(k) and not k.startswith(IGNORED)})
+    overridden = frozenset().union(*(r.overridden for r in readable))
+
+    def set_by_choices(key: str) -> bool:
+        value_of: dict[tuple, str] = {}
+        for r in readable:
+            value = str(r.config.get(key))
+            if value_of.setdefault(tuple(str(r.config.get(c)) for c in choices), value) != value:
+                return False
+        return True
+
+    shown = [k for k in differing if _is_choice(k) or k in overridden or not set_by_choices(k)]
+    keys = ["model.name", "method.name"] + [k for k in ("dataset.name", "teacher.name") if k in shown]
+    keys += [k for k in shown if _is_choice(k) and k not in keys]
+    return keys + [k for k in shown if not _is_choice(k)]
 
 
 def _label(key: str) -> str:
@@ -114,6 +193,9 @@ def build_table(runs: list[Run]) -> Table:
     keys = row_keys(runs)
     present = {b for r in runs if r.results for b in r.results["accuracy"]}
     benchmarks = [b for b in PAPER_BENCHMARKS if b in present] + sorted(present - set(PAPER_BENCHMARKS))
+    # Problems per score, shown where they differ between runs (a slice beside a full set).
+    counts = {b: {_count(r, b) for r in runs if r.results and b in r.results["accuracy"]} for b in benchmarks}
+    counted = [b for b in benchmarks if len(counts[b]) > 1]
     rows = []
     for run in runs:
         acc = run.results["accuracy"] if run.results else {}
@@ -122,7 +204,9 @@ def build_table(runs: list[Run]) -> Table:
         # The average is over the table's columns, so it is only comparable when none is missing;
         # computed from the rounded accuracies exactly as the report stage does.
         average = round(sum(values) / len(values), 2) if values and None not in values else None
-        rows.append(Row(run, {_label(k): str(run.config.get(k)) for k in keys}, cells, average))
+        shown = {_label(k): str(run.config.get(k)) if run.config else "?" for k in keys}
+        rows.append(Row(run, shown, cells, average,
+                        counts={b: _count(run, b) for b in counted if run.results and b in acc}))
     labels = [_label(k) for k in keys]
     method_rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows.sort(key=lambda r: ([r.keys[k] for k in labels if k != "method"],
@@ -131,6 +215,11 @@ def build_table(runs: list[Run]) -> Table:
     _mark_best(rows, benchmarks)
     _deltas(rows, labels)
     return Table(labels, benchmarks, rows)
+
+
+def _count(run: Run, benchmark: str) -> int | None:
+    n = (run.results or {}).get("n")
+    return n.get(benchmark) if isinstance(n, dict) else None
 
 
 def _mark_best(rows: list[Row], benchmarks: list[str]) -> None:
@@ -160,12 +249,16 @@ def _deltas(rows: list[Row], labels: list[str]) -> None:
 
 
 # --- rendering -------------------------------------------------------------------------------
-def _cell(row: Row, col: str, fmt: str = "{:.1f}") -> tuple[str, bool]:
-    """(text, is_best) for a benchmark or "average" cell."""
+def _cell(row: Row, col: str, fmt: str = "{:.1f}", counts: bool = True) -> tuple[str, bool]:
+    """(text, is_best) for a benchmark or "average" cell; "41.2 (n=8)" where the column's number
+    of problems differs between runs (`counts`: the CSV has them in columns of their own)."""
     if row.failed:
         return FAILED, False
     value = row.average if col == "average" else row.cells[col]
-    return (MISSING, False) if value is None else (fmt.format(value), col in row.best)
+    if value is None:
+        return MISSING, False
+    n = f" (n={'?' if row.counts[col] is None else row.counts[col]})" if counts and col in row.counts else ""
+    return fmt.format(value) + n, col in row.best
 
 
 def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
@@ -178,12 +271,17 @@ def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
 
 def headers(table: Table) -> list[str]:
     return [*table.key_columns, *(DISPLAY.get(b, b) for b in table.benchmarks), "Avg.",
-            *([DELTA] if table.has_delta else [])]
+            *([DELTA] if table.has_delta else []), *([NOTE] if table.has_notes else [])]
+
+
+def counted_columns(table: Table) -> list[str]:
+    """The benchmarks whose number of problems differs between runs."""
+    return [b for b in table.benchmarks if any(b in r.counts for r in table.rows)]
 
 
 def to_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(headers(table)) + " |",
-             "|" + "|".join([":--"] * len(table.key_columns) + ["--:"] * (len(headers(table)) - len(table.key_columns))) + "|"]
+             "|" + "|".join(":--" if h in table.key_columns or h == NOTE else "--:" for h in headers(table)) + "|"]
     for r in table.rows:
         cells = [r.keys[k] for k in table.key_columns]
         for col in [*table.benchmarks, "average"]:
@@ -191,6 +289,8 @@ def to_markdown(table: Table) -> str:
             cells.append(f"**{text}**" if best else text)
         if table.has_delta:
             cells.append(_delta_text(r))
+        if table.has_notes:
+            cells.append(r.run.note)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -199,14 +299,18 @@ def to_csv(table: Table) -> str:
     """Numbers unrounded as results.json has them; "—"/"failed" cells; `best` lists best columns."""
     buf = io.StringIO()
     writer = csv.writer(buf)
+    counted = counted_columns(table)
     writer.writerow([*table.key_columns, *table.benchmarks, "average",
-                     *(["delta_cft_vs_best_sft"] if table.has_delta else []), "status", "best", "run_dir"])
+                     *(["delta_cft_vs_best_sft"] if table.has_delta else []), *(f"n.{b}" for b in counted),
+                     "status", "best", "run_dir", "problem"])
     for r in table.rows:
-        cells = [_cell(r, c, "{}")[0] for c in [*table.benchmarks, "average"]]
+        cells = [_cell(r, c, "{}", counts=False)[0] for c in [*table.benchmarks, "average"]]
         delta = [_delta_text(r, "{:+}")] if table.has_delta else []
-        writer.writerow([*(r.keys[k] for k in table.key_columns), *cells, *delta,
+        n = ["" if r.counts.get(b) is None else r.counts[b] for b in counted]
+        writer.writerow([*(r.keys[k] for k in table.key_columns), *cells, *delta, *n,
                          "failed" if r.failed else "ok", ";".join(c for c in [*table.benchmarks, "average"]
-                                                                 if c in r.best), str(r.run.run_dir)])
+                                                                 if c in r.best), str(r.run.run_dir),
+                         r.run.problem or ""])
     return buf.getvalue()
 
 
@@ -221,7 +325,7 @@ def _tex(text: str) -> str:
 def to_latex(table: Table) -> str:
     """A booktabs tabular; a rule between base-model blocks, as in the paper."""
     n_keys = len(table.key_columns)
-    spec = "l" * n_keys + "r" * (len(headers(table)) - n_keys)
+    spec = "l" * n_keys + "r" * (len(headers(table)) - n_keys - table.has_notes) + "l" * table.has_notes
     lines = [r"\begin{tabular}{" + spec + "}", r"\toprule",
              " & ".join(_tex(h) for h in headers(table)) + r" \\", r"\midrule"]
     previous_model = None
@@ -235,6 +339,8 @@ def to_latex(table: Table) -> str:
             cells.append(rf"\textbf{{{_tex(text)}}}" if best else _tex(text))
         if table.has_delta:
             cells.append(_tex(_delta_text(r)))
+        if table.has_notes:
+            cells.append(_tex(r.run.note))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

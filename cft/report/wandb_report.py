@@ -10,14 +10,16 @@ import html
 from pathlib import Path
 
 from cft.io import atomic_open
-from cft.report.tables import DELTA, Table, _cell, _delta_text, headers, to_markdown
+from cft.report.tables import DELTA, NOTE, Table, _cell, _delta_text, headers, to_markdown
 
 CAPTIONS = {"loss": "Training loss per run", "accuracy": "Accuracy by benchmark and method",
             "selection": "Checkpoint selection: MATH-500 accuracy vs step"}
 
 
 def _failed_runs(table: Table) -> list[str]:
-    return [str(r.run.run_dir) for r in table.rows if r.failed]
+    """Each failed run's directory and what is missing or damaged in it."""
+    return [f"{r.run.run_dir}/{r.run.problem}" if r.run.problem else str(r.run.run_dir)
+            for r in table.rows if r.failed]
 
 
 def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title: str) -> dict[str, Path]:
@@ -25,7 +27,7 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
     out_dir = Path(out_dir)
     failed = _failed_runs(table)
     md = [f"# {title}\n", f"{len(table.rows)} runs. Best value per column (within a base model) "
-          f"in bold; `—` = benchmark not evaluated, `failed` = run without results.json.\n",
+          f"in bold; `—` = benchmark not evaluated, `failed` = run without readable results.\n",
           to_markdown(table)]
     if failed:
         md.append("Runs without results:\n\n" + "".join(f"- `{d}`\n" for d in failed))
@@ -43,6 +45,8 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
             cells.append(f"<td class=num>{'<b>' + text + '</b>' if best else html.escape(text)}</td>")
         if DELTA in headers(table):
             cells.append(f"<td class=num>{html.escape(_delta_text(r))}</td>")
+        if NOTE in headers(table):
+            cells.append(f"<td>{html.escape(r.run.note)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     figures = "".join(f'<figure><img src="{p.name}" alt="{CAPTIONS[k]}"><figcaption>{CAPTIONS[k]}'
                       f"</figcaption></figure>" for k, p in plots.items())
@@ -103,5 +107,6 @@ def _dataframe(table: Table):
         for col in [*table.benchmarks, "average"]:
             row[col] = _cell(r, col, "{}")[0]
         row["delta_cft_vs_best_sft"] = _delta_text(r, "{:+}")
+        row["problem"] = r.run.problem or ""
         rows.append(row)
     return pd.DataFrame(rows)
