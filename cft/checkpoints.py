@@ -84,6 +84,21 @@ def tracker_run_id(ckpt: Path | None) -> str | None:
     return read_json(Path(ckpt) / MARKER).get("tracker_run_id")
 
 
+def mean_logged_loss(log_history: list[dict], default: float | None = None) -> float | None:
+    """The training loss over every optimizer step of the run, from the Trainer's log history,
+    each logged loss weighted by the steps it covers (a later entry for a step wins). On resume
+    the history is restored from the checkpoint's trainer_state.json, so it spans the steps before
+    the resume too; the Trainer's own `training_loss` averages only the steps this process ran
+    (0.0 when it resumed from the last step). `default` when nothing was logged."""
+    losses = sorted({row["step"]: row["loss"] for row in log_history if "loss" in row and "step" in row}.items())
+    total = steps = last = 0
+    for step, loss in losses:
+        total += loss * (step - last)
+        steps += step - last
+        last = step
+    return total / steps if steps > 0 else default
+
+
 def clean(folder: Path, key: str) -> list[str]:
     """Rank 0, before training: move aside what must not be resumed or rotated against --
     partial checkpoints (killed mid-save) and checkpoints of another config. Returns what moved."""

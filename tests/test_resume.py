@@ -66,15 +66,16 @@ def _killed_run(cfg, mode: str) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, cache_dir):
-    """The reference: the same 6 steps, same config and data, in one go."""
+    """The reference: the same 6 steps, same config and data, in one go (its summary, its log)."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     summary = train(train_cfg(make_compose(cache_dir, run_dir, run_dir / "outputs"), run_dir))
     assert summary["global_step"] == 6 and summary["resumed_from"] is None
-    return losses(run_dir)
+    return summary, losses(run_dir)
 
 
 @pytest.mark.parametrize("mode,resumes_from", [("after_save", 4), ("mid_save", 2)])
 def test_killed_run_resumes_exactly(compose, tmp_path, uninterrupted, mode, resumes_from):
+    reference, uninterrupted = uninterrupted
     run_dir = tmp_path / "run"
     cfg = train_cfg(compose, run_dir)
     write_rows(run_dir)
@@ -99,6 +100,9 @@ def test_killed_run_resumes_exactly(compose, tmp_path, uninterrupted, mode, resu
         assert diffs[s] <= TOL, (s, after[s], uninterrupted[s])
         assert abs(after[s]["learning_rate"] - uninterrupted[s]["learning_rate"]) <= TOL
         assert abs(after[s]["grad_norm"] - uninterrupted[s]["grad_norm"]) <= 1e-5
+    # The summary's loss is over all 6 steps, not only those after the resume (issue #25 item 10).
+    assert abs(summary["train_loss"] - sum(after[s]["loss"] for s in range(1, 7)) / 6) <= TOL
+    assert abs(summary["train_loss"] - reference["train_loss"]) <= TOL
     # The partial checkpoint was discarded, never resumed; the newest K=2 complete ones remain.
     kept = ckpt.checkpoints(RunPaths.of(run_dir).checkpoints)
     assert [c.name for c in kept] == ["checkpoint-4", "checkpoint-6"] and all(map(ckpt.is_complete, kept))
