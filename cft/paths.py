@@ -22,6 +22,33 @@ class RunPaths:
         """Marker written last by a stage: its outputs are complete for the recorded config."""
         return self.stages_dir / f"{stage}.done.json"
 
+    def stage_outputs(self, stage: str) -> list[Path]:
+        """The files a finished stage leaves for later stages and the user; its marker records
+        their sizes and hashes, and the stage is skipped only while they are intact. Resume state
+        is not among them (teacher cache and ledger, eval progress, checkpoints, locks): it is
+        meant to change, and a damaged line there is repaired or redone by the stage itself.
+        Nor is the Trainer's pickled `training_args.bin` beside the weights: nothing reads it,
+        and it differs from one save to the next."""
+        where = {"data": [self.records.parent],
+                 "critique": [self.critiques, self.rejects, self.critique_summary],
+                 "train": [self.final_model, self.train_examples],
+                 "eval": [self.eval_dir],
+                 "report": [self.results, self.results_md]}[stage]
+        files = []
+        for place in where:
+            if place.is_dir():
+                files += sorted(p for p in place.rglob("*") if p.is_file() and not _resume_state(p)
+                                and p.name != "training_args.bin")
+            elif place.is_file():
+                files.append(place)
+        return files
+
+    @property
+    def run_lock(self) -> Path:
+        """Held (flock) by the process running the pipeline here, whose pid it holds: one writer
+        per run directory."""
+        return self.root / "run.lock"
+
     @property
     def resolved_config(self) -> Path:
         return self.root / "config.yaml"
@@ -129,3 +156,9 @@ class RunPaths:
     @property
     def results_md(self) -> Path:
         return self.root / "results.md"
+
+
+def _resume_state(path: Path) -> bool:
+    """Inside a stage's folder: a file the stage appends to or rewrites when it resumes (eval
+    progress stores, their locks and torn-tail side files), or a temp file being written."""
+    return path.name.endswith((".progress.jsonl", ".lock", ".torn", ".tmp"))

@@ -1,16 +1,29 @@
-"""Runs the selected stages in order; a stage whose outputs are complete for the same
-config is skipped (so re-running a command resumes), and one whose config changed re-runs.
+"""Runs the selected stages in order; a stage whose outputs are complete and intact for the
+same config and the same inputs is skipped (so re-running a command resumes); one whose config
+changed, whose outputs were damaged, or whose inputs (the outputs of the stages before it)
+changed re-runs, and says why.
 
 Each stage depends on named config sections; its fingerprint hashes those sections plus the
 fingerprint of the stage before it, and is written in `stages/<stage>.done.json` after the
-stage's outputs are in place.
+stage's outputs are in place, with the size and hash of each output file (cft.store.manifest)
+and a hash of each earlier stage's recorded outputs (its inputs). So a stage re-run because a
+file was deleted, which writes the same outputs again (the train stage re-saving the weights of
+its last checkpoint), does not make the stages after it run again; one that writes other
+outputs does.
+
+One writer per run directory: the main process holds `run.lock` from before the first stage to
+the end, so a second run of the same command fails at once instead of training alongside.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +33,7 @@ from cft import distributed
 from cft.config import STAGES
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
+from cft.store import damage, manifest, note_holder, take_lock
 from cft.tracking import track
 from cft.validation import ConfigError, validate
 
@@ -84,11 +98,17 @@ def stage_fn(stage: str):
 IN_CHILD = ("eval",)
 
 
-def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths) -> dict:
+def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths, lock=None) -> dict:
     """Run `stage` as `python -m cft.pipeline STAGE CONFIG RESULT` and return its summary; its
-    output goes to ours."""
-    import sys
+    output goes to ours.
 
+    The child never outlives us: on Linux it asks the kernel for SIGKILL when we die
+    (prctl PR_SET_PDEATHSIG, set between fork and exec), which covers our SIGKILL and OOM kills
+    where no handler of ours runs; a SIGTERM or SIGINT sent to us is passed on to it first
+    (`wait_forwarding_signals`). Before, a killed pipeline left its eval child writing into the
+    run directory, and a re-run failed with StoreBusy. The child also holds our run-directory
+    `lock` (inherited, never re-taken, so it cannot wait on it), so the directory stays locked
+    until it is gone even where no parent-death signal exists."""
     config = paths.stages_dir / f"{stage}.config.yaml"
     result = paths.stages_dir / f"{stage}.result.json"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -98,11 +118,82 @@ def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths) -> dict:
     env = distributed.single_process_env()
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-m", "cft.pipeline", stage, str(config), str(result)], env=env)
-    if proc.returncode != 0 or not result.exists():
-        raise RuntimeError(f"stage {stage} failed in its own process (exit code {proc.returncode}); "
+    proc = subprocess.Popen([sys.executable, "-m", "cft.pipeline", stage, str(config), str(result)],
+                            env=env, preexec_fn=die_with_parent(),
+                            pass_fds=(lock.fileno(),) if lock is not None else ())
+    print(f"[cft] stage {stage}: running in process {proc.pid}", flush=True)
+    if lock is not None:
+        note_holder(lock, f"{os.getpid()} (stage {stage} in pid {proc.pid})")
+    try:
+        returncode = wait_forwarding_signals(proc)
+    finally:
+        if lock is not None:
+            note_holder(lock, str(os.getpid()))
+    if returncode != 0 or not result.exists():
+        raise RuntimeError(f"stage {stage} failed in its own process (exit code {returncode}); "
                            f"its output is above")
     return read_json(result)
+
+
+def die_with_parent():
+    """A subprocess `preexec_fn` that makes the kernel SIGKILL the child when its parent dies
+    (Linux prctl PR_SET_PDEATHSIG), or None elsewhere. The signal fires when the parent *thread*
+    that forked the child exits, not only the process: spawn from the main thread, or from a
+    thread that outlives the child (run_in_child's thread waits for it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl ran: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
+def wait_forwarding_signals(proc: subprocess.Popen, grace_s: float = 30.0) -> int:
+    """Wait for `proc` and return its exit code. A SIGTERM or SIGINT that reaches us meanwhile
+    (kill, scancel, a scheduler's preemption) is passed on to it; once it has exited (SIGKILL
+    after `grace_s`) we act on the signal as we would have without this: SIGTERM ends us,
+    SIGINT raises KeyboardInterrupt. (A terminal's Ctrl-C reaches the child directly too; the
+    forwarded copy only repeats it.) Signal handlers exist in the main thread only; elsewhere
+    this is a plain wait."""
+    if threading.current_thread() is not threading.main_thread():
+        return proc.wait()
+    got: list[int] = []
+    deadline = threading.Timer(grace_s, proc.kill)
+    deadline.daemon = True
+
+    def forward(signum, frame):  # no exception from here: proc.wait() goes on until the child ends
+        if not got:
+            deadline.start()
+        got.append(signum)
+        proc.send_signal(signum)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: h for s, h in previous.items() if h not in (signal.SIG_IGN, None)}
+    for s in previous:
+        signal.signal(s, forward)
+    try:
+        returncode = proc.wait()
+    finally:
+        deadline.cancel()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if got:
+        handler = previous[got[0]]
+        if callable(handler):
+            handler(got[0], None)  # Python's SIGINT handler raises KeyboardInterrupt
+        else:
+            os.kill(os.getpid(), got[0])  # SIG_DFL: end the way the signal would have ended us
+    return returncode
 
 
 def release_training() -> None:
@@ -144,6 +235,71 @@ def git_info() -> dict:
         return {"git_sha": None, "git_dirty": None}
 
 
+@contextlib.contextmanager
+def one_writer(paths: RunPaths):
+    """Hold the run directory's lock (the main process only) from before the first stage to the
+    end; the kernel drops it when this process dies, however it dies. Other ranks of a
+    torchrun/srun job take no lock: they write only what the main process waits for."""
+    if not distributed.is_main():
+        yield None
+        return
+    lock = take_lock(paths.run_lock, f"run directory {paths.root}")
+    try:
+        yield lock
+    finally:
+        lock.close()
+
+
+def read_marker(marker: Path) -> dict | None:
+    """A stage marker, or None when there is none or it cannot be read (then the stage re-runs)."""
+    try:
+        done = read_json(marker)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return done if isinstance(done, dict) else {}
+
+
+def inputs_of(paths: RunPaths, stage: str) -> dict[str, str]:
+    """{earlier stage: hash of the outputs its marker records}, for each earlier stage that has
+    a readable marker: what `stage` reads, as far as the run directory tells."""
+    inputs = {}
+    for before in STAGES[:STAGES.index(stage)]:
+        done = read_marker(paths.stage_done(before))
+        if done:
+            blob = json.dumps(done.get("outputs"), sort_keys=True).encode()
+            inputs[before] = hashlib.sha256(blob).hexdigest()[:16]
+    return inputs
+
+
+def why_not_done(paths: RunPaths, stage: str, done: dict | None, fp: str) -> str | None:
+    """Why a stage with this marker must (re-)run, or None when its outputs are complete for this
+    config and these inputs, and intact."""
+    if done is None:
+        return "no outputs yet"
+    if not done:
+        return f"its marker {paths.stage_done(stage)} cannot be read"
+    if done.get("fingerprint") != fp:
+        return "config changed since last run"
+    if "outputs" not in done:
+        return "its marker records no output files (written by an older version)"
+    now, then = inputs_of(paths, stage), done.get("inputs", {})
+    changed = [s for s in STAGES if now.get(s) != then.get(s)]
+    if changed:
+        return f"the outputs of stage {changed[0]} changed since it last ran"
+    return damage(paths.root, done["outputs"])
+
+
+def wait_for_stage(paths: RunPaths, stage: str, fp: str) -> dict:
+    """Other ranks: the main process's marker with this fingerprint, once its outputs check."""
+    while True:
+        done = distributed.wait_for_marker(paths.stage_done(stage), fp)
+        if why_not_done(paths, stage, done, fp) is None:
+            return done
+        time.sleep(2.0)  # damaged: the main process is re-running the stage
+
+
 def run(cfg: DictConfig) -> dict:
     """Run cfg.stages into cfg.run_dir; returns a summary per stage. Callable without Hydra."""
     distributed.export_slurm_env()  # a multi-task srun: every task knows its rank and the world size
@@ -152,6 +308,11 @@ def run(cfg: DictConfig) -> dict:
     check_packages(cfg)
     paths = RunPaths.of(cfg.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
+    with one_writer(paths) as lock:
+        return _run_stages(cfg, paths, world_size, lock)
+
+
+def _run_stages(cfg: DictConfig, paths: RunPaths, world_size: int, lock) -> dict:
     if distributed.is_main():
         with atomic_open(paths.resolved_config) as f:
             f.write(OmegaConf.to_yaml(cfg, resolve=True))
@@ -172,32 +333,33 @@ def run(cfg: DictConfig) -> dict:
             if world_size > 1 and stage != "train" and not distributed.is_main():
                 # Only rank 0 runs the single-process stages; other ranks wait for data/critique.
                 if stage in ("data", "critique"):
-                    summary[stage] = distributed.wait_for_marker(marker, fp).get("summary")
+                    summary[stage] = wait_for_stage(paths, stage, fp).get("summary")
                 continue
-            done = read_json(marker) if marker.exists() else None
-            if done is not None and done.get("fingerprint") == fp:
+            done = read_marker(marker)
+            why = why_not_done(paths, stage, done, fp)
+            if why is None:
                 print(f"[cft] stage {stage}: outputs complete, skipped (delete {marker} to redo)")
                 summary[stage] = done.get("summary")
                 continue
             if done is not None:
-                print(f"[cft] stage {stage}: config changed since last run, re-running")
-                marker.unlink()
+                print(f"[cft] stage {stage}: {why}, re-running")
+                marker.unlink(missing_ok=True)
             check_inputs(cfg, paths, stage)
             print(f"[cft] stage {stage}: running")
             t0 = time.time()
-            result = run_in_child(stage, cfg, paths) if stage in IN_CHILD else stage_fn(stage)(cfg, paths)
+            result = run_in_child(stage, cfg, paths, lock) if stage in IN_CHILD else stage_fn(stage)(cfg, paths)
             elapsed = round(time.time() - t0, 2)
             print(f"[cft] stage {stage}: done in {elapsed}s {json.dumps(result, default=str)}")
             if distributed.is_main():
-                write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result})
+                write_json(marker, {"fingerprint": fp, "elapsed_s": elapsed, "summary": result,
+                                    "outputs": manifest(paths.root, paths.stage_outputs(stage)),
+                                    "inputs": inputs_of(paths, stage)})
             summary[stage] = result
     return summary
 
 
 if __name__ == "__main__":
     # The child of run_in_child: `python -m cft.pipeline STAGE CONFIG RESULT`.
-    import sys
-
     _stage, _config, _result = sys.argv[1:4]
     _cfg = OmegaConf.load(_config)
     write_json(Path(_result), stage_fn(_stage)(_cfg, RunPaths.of(_cfg.run_dir)) or {})

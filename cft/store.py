@@ -12,17 +12,23 @@ silently buried) and the file is truncated to its last complete line.
 One writer per file: opening takes an exclusive `flock` on `<file>.lock` and a second process
 (say, the same sweep cell submitted twice) fails at once, naming the file and the holder's pid,
 instead of interleaving lines. The kernel drops the lock when its holder dies, even by SIGKILL,
-so a resumed run never finds a stale lock.
+so a resumed run never finds a stale lock. The pipeline takes the same kind of lock on the whole
+run directory (`take_lock`).
+
+Output manifests (`manifest`, `damage`): the size and SHA-256 of each file a finished stage
+wrote, kept in its stage marker, so a damaged or deleted output is noticed before the stage is
+skipped on the strength of the marker alone.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _repair_tail(path: Path) -> int:
@@ -76,11 +82,17 @@ _FSYNC_EVERY_S = 1.0
 
 
 class StoreBusy(RuntimeError):
-    """Another process holds the file's writer lock."""
+    """Another process holds the writer lock of a file or of a run directory."""
 
 
-def _take_lock(path: Path):
-    lock_path = path.with_name(path.name + ".lock")
+def take_lock(lock_path: Path, what: str):
+    """Take an exclusive `flock` on `lock_path` and write our pid into it; returns the open file
+    (closing it, or the process dying by any signal, releases the lock). Raises StoreBusy naming
+    `what` and the holder's pid when another process holds it.
+
+    The file descriptor is not inherited by child processes unless passed on explicitly
+    (`pass_fds`), so a child never holds the lock by accident."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     f = open(lock_path, "a+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -88,13 +100,22 @@ def _take_lock(path: Path):
         f.seek(0)
         holder = f.read().strip() or "?"
         f.close()
-        raise StoreBusy(f"{path} is being written by another process (pid {holder}, lock "
+        raise StoreBusy(f"{what} is being written by another process (pid {holder}, lock "
                         f"{lock_path}); wait for it or stop it, then run again") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
+    note_holder(f, str(os.getpid()))
     return f
+
+
+def note_holder(lockfile, text: str) -> None:
+    """Replace what a held lock file says about its holder (shown by StoreBusy)."""
+    lockfile.seek(0)
+    lockfile.truncate()
+    lockfile.write(text)
+    lockfile.flush()
+
+
+def _take_lock(path: Path):
+    return take_lock(path.with_name(path.name + ".lock"), str(path))
 
 
 class _AppendLog:
@@ -234,3 +255,44 @@ class Ledger(_AppendLog):
         t["cost_usd"] = round(t["cost_usd"], 6)
         t["sync_cost_usd"] = round(t["sync_cost_usd"], 6)
         return t
+
+
+# --- output manifests ------------------------------------------------------------------------
+_FULL_HASH_MAX = 64 << 20  # bytes: larger files are hashed by their first and last MiB
+_EDGE = 1 << 20
+
+
+def file_digest(path: Path) -> dict:
+    """{size, sha256} of a file up to 64 MiB; for a larger one (weight shards, big JSONL files)
+    {size, sha256_first_last_mib}: the SHA-256 of its first and last MiB, so checking a 15 GB
+    model before its stage is skipped reads 2 MiB per shard. That catches a deleted, truncated or
+    re-written file, not a flipped byte in the middle of a big one."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= _FULL_HASH_MAX:
+            return {"size": size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+        h = hashlib.sha256(f.read(_EDGE))
+        f.seek(size - _EDGE)
+        h.update(f.read(_EDGE))
+    return {"size": size, "sha256_first_last_mib": h.hexdigest()}
+
+
+def manifest(root: Path, files: Iterable[Path]) -> dict[str, dict]:
+    """{path relative to root: file_digest} for `files` (relative, so a moved or copied run
+    directory still checks)."""
+    return {str(Path(p).relative_to(root)): file_digest(Path(p)) for p in files}
+
+
+def damage(root: Path, recorded: dict[str, dict]) -> str | None:
+    """Why the files of a manifest are no longer as recorded (the first such file: missing,
+    another size, other content), or None when every one is intact."""
+    for name, digest in recorded.items():
+        path = Path(root) / name
+        if not path.is_file():
+            return f"output {name} is missing"
+        size = path.stat().st_size
+        if size != digest["size"]:
+            return f"output {name} has {size} bytes, not the {digest['size']} it was written with"
+        if file_digest(path) != digest:
+            return f"output {name} has changed since it was written (SHA-256)"
+    return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +16,28 @@ from cft.validation import ConfigError
 from helpers import cli, run_paths, train_metrics
 
 
+def default_run_once(tmp_path_factory, cache_dir) -> tuple[RunPaths, str]:
+    """`python -m cft.main` exactly as the README says (plus where to write): its run directory
+    and printed output, made once per test session (under pytest's base temp dir, so every
+    module finds it) and never changed afterwards; a test that changes a run works on copy_run."""
+    base = tmp_path_factory.getbasetemp() / "default-run"
+    printed = base / "stdout.txt"
+    if not printed.exists():
+        printed.parent.mkdir(parents=True, exist_ok=True)
+        printed.write_text(cli(outputs=base / "outputs", cache=cache_dir, check=True).stdout)
+    return run_paths(base / "outputs", "tiny-cft-champ-reference"), printed.read_text()
+
+
+def copy_run(paths: RunPaths, dest: Path) -> RunPaths:
+    shutil.copytree(paths.root, dest)
+    return RunPaths.of(dest)
+
+
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, cache_dir):
-    """`python -m cft.main` exactly as the README says (plus where to write)."""
-    outputs = tmp_path_factory.mktemp("outputs")
-    first = cli(outputs=outputs, cache=cache_dir, check=True)
-    return run_paths(outputs, "tiny-cft-champ-reference"), first
+    """The default run (a copy this module's tests may change) and what it printed."""
+    paths, printed = default_run_once(tmp_path_factory, cache_dir)
+    return copy_run(paths, tmp_path_factory.mktemp("default") / "run"), printed
 
 
 def test_default_run_writes_every_artifact(default_run):
@@ -35,7 +53,7 @@ def test_default_run_writes_every_artifact(default_run):
     results = read_json(paths.results)
     assert results["method"] == "cft" and results["n"]["math-500"] == 8
     assert 0.0 <= results["accuracy"]["math-500"] <= 100.0
-    assert "results: tiny-cft-champ-reference" in out.stdout  # the printed table
+    assert "results: tiny-cft-champ-reference" in out  # the printed table
     samples = read_jsonl(paths.eval_samples("math-500"))
     assert {"prompt", "completion", "prediction", "extraction_rule", "reference", "verdict"} <= set(samples[0])
     critiques = read_jsonl(paths.critiques)

@@ -1,4 +1,5 @@
-"""ResultStore / Ledger: what survives a crash, and what a resumed run sees."""
+"""ResultStore / Ledger: what survives a crash, and what a resumed run sees; output manifests:
+what damage to a finished stage's files they find."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from cft.store import Ledger, ResultStore, StoreBusy
+from cft.store import Ledger, ResultStore, StoreBusy, damage, manifest
 
 
 def _result(i: int, text: str = "ok") -> dict:
@@ -83,3 +84,31 @@ def test_a_second_writer_is_refused_until_the_first_dies(tmp_path):
         holder.wait()
     with ResultStore(path) as store:  # the kernel dropped the dead writer's lock
         assert store.get("k1")["text"] == "a"
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("size,change,found", [
+    (3 * MIB, lambda b: b[:-1], "has 3145727 bytes, not the 3145728"),  # truncated
+    (3 * MIB, lambda b: b"x" + b[1:], "has changed since it was written"),  # in the first MiB
+    (3 * MIB, lambda b: b[:-1] + b"x", "has changed since it was written"),  # in the last MiB
+    (3 * MIB, lambda b: b[:MIB + 7] + b"x" + b[MIB + 8:], None),  # mid-file in a big file: not read
+    (MIB, lambda b: b[:MIB // 2] + b"x" + b[MIB // 2 + 1:], "has changed since it was written"),
+    (MIB, None, "output out/weights.bin is missing"),
+], ids=["truncated", "first-mib", "last-mib", "middle-of-big-file", "middle-of-small-file", "deleted"])
+def test_manifest_finds_what_changed(tmp_path, monkeypatch, size, change, found):
+    """Files up to the limit (64 MiB; 2 MiB here) are hashed whole, bigger ones by size and their
+    first and last MiB."""
+    monkeypatch.setattr("cft.store._FULL_HASH_MAX", 2 * MIB)
+    path = tmp_path / "out" / "weights.bin"
+    path.parent.mkdir()
+    path.write_bytes(os.urandom(size))
+    recorded = manifest(tmp_path, [path])
+    assert damage(tmp_path, recorded) is None
+    if change is None:
+        path.unlink()
+    else:
+        path.write_bytes(change(path.read_bytes()))
+    why = damage(tmp_path, recorded)
+    assert why is None if found is None else found in why, why
