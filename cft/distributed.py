@@ -108,6 +108,50 @@ def single_process_env(environ=os.environ) -> dict:
             if k not in _DISTRIBUTED_ENV and not k.startswith(_DISTRIBUTED_PREFIXES)}
 
 
+def die_with_parent():
+    """A subprocess `preexec_fn` that makes the kernel SIGKILL the child when its parent dies
+    (Linux prctl PR_SET_PDEATHSIG), or None elsewhere: no stage child, engine worker or server
+    outlives a killed run and keeps writing into its directory. The signal fires when the parent
+    *thread* that forked the child exits: spawn from the main thread, or from a thread that
+    outlives the child."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl ran: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
+def child_env(devices: str | None = None, environ=os.environ) -> dict:
+    """The environment of every process we start (a stage's child, a generation engine worker,
+    `vllm serve`): single_process_env (no launcher rendezvous variables: issue #20 S1), vLLM
+    workers started by spawn (a fork after CUDA was touched fails with "Cannot re-initialize CUDA
+    in forked subprocess": S2), `devices` as CUDA_VISIBLE_DEVICES when given, and this checkout
+    first on PYTHONPATH so `python -m cft...` finds it from any working directory."""
+    from pathlib import Path
+
+    env = single_process_env(environ)
+    env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def wait_for_marker(marker: Path, fingerprint: str, poll_s: float = 2.0,
                     timeout_s: float | None = None) -> dict:
     """Non-main ranks: block until the main process wrote `marker` with this fingerprint."""

@@ -20,6 +20,7 @@ vLLM at the strings below plus stop_token_ids=[151645, 151643] (Qwen's <|im_end|
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -89,12 +90,25 @@ class Stopping:
     def finish(self, tokenizer, token_ids: Sequence[int]) -> str:
         """A completion's text: tokens before the first stop id, special tokens kept, cut at
         the first stop string."""
+        return self.complete(tokenizer, token_ids).text
+
+    def complete(self, tokenizer, token_ids: Sequence[int]) -> "Completion":
+        """`finish`'s text, with why the generated ids ended ("stop": a stop id or stop string
+        came; "length": neither, so max_new_tokens cut it) and how many were generated."""
         ids = list(token_ids)
-        for j, t in enumerate(ids):
-            if t in self.token_ids:
-                ids = ids[:j]
-                break
-        return cut(tokenizer.decode(ids, skip_special_tokens=False), self.strings)
+        stop_at = next((j for j, t in enumerate(ids) if t in self.token_ids), None)
+        decoded = tokenizer.decode(ids if stop_at is None else ids[:stop_at], skip_special_tokens=False)
+        stopped = stop_at is not None or any(s in decoded for s in self.strings)
+        return Completion(cut(decoded, self.strings), "stop" if stopped else "length",
+                          len(ids) if stop_at is None else stop_at + 1)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated sample: its finished text, "stop" or "length", and its generated tokens."""
+    text: str
+    finish_reason: str
+    tokens: int
 
 
 def _generation_eos(source: str):
@@ -108,13 +122,15 @@ def _generation_eos(source: str):
 
 
 class TransformersGenerator:
-    """Greedy, left-padded batches sorted by length; one model reused for every call."""
+    """Left-padded batches sorted by length (greedy), or one problem per call (sampled); one
+    model reused for every call."""
 
     backend = "transformers"
 
     def __init__(self, model, tokenizer, batch_size: int = 16, stopping: Stopping | None = None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.stopping = stopping or Stopping.of(tokenizer, getattr(model.generation_config, "eos_token_id", None))
+        model.generation_config = neutral_generation_config(model.generation_config)
 
     @classmethod
     def load(cls, source: str, model_cfg, tokenizer_source: str | None = None, batch_size: int = 16):
@@ -129,32 +145,58 @@ class TransformersGenerator:
                    Stopping.of(tokenizer, _generation_eos(source)))
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
-        """Yield (index, completion) as batches finish."""
+        """Yield (index, greedy completion) as batches finish."""
+        for i, samples in self.sample(prompts, max_new_tokens):
+            yield i, samples[0].text
+
+    def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
+               temperature: float = 0.0, top_p: float = 1.0,
+               seeds: Sequence[int] | None = None) -> Iterator[tuple[int, list[Completion]]]:
+        """Yield (index, its n `Completion`s) as batches finish. temperature 0 is greedy (n=1),
+        in batches of `batch_size`. Sampled: one prompt per `generate` call with
+        num_return_sequences=n, after `torch.manual_seed(seeds[index])`, so a prompt's samples
+        depend on its seed only, not on the prompts batched with it or on a resume
+        (transformers' generate takes no per-row random generator)."""
         import torch
         from tqdm import tqdm
 
+        greedy = temperature == 0
+        if greedy and n != 1:
+            raise ValueError(f"n={n} greedy samples would all be the same: set a temperature > 0")
         pad = self.tokenizer.pad_token_id
         pad = self.stopping.token_ids[0] if pad is None else pad
         device = next(self.model.parameters()).device
         self.model.eval()
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        size = self.batch_size if greedy else 1
+        # greedy: no sampling knobs from the model's generation_config
+        knobs = (dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy else
+                 dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=None, num_return_sequences=n))
         with tqdm(total=len(prompts), desc="generate", unit="q") as bar:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start: start + self.batch_size]
+            for start in range(0, len(order), size):
+                idx = order[start: start + size]
                 width = max(len(prompts[i]) for i in idx)
                 ids = torch.tensor([[pad] * (width - len(prompts[i])) + list(prompts[i]) for i in idx])
                 mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx])
+                if not greedy:
+                    torch.manual_seed(int(seeds[idx[0]]) if seeds is not None else 0)
                 with torch.no_grad():
                     out = self.model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device),
-                        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                        max_new_tokens=max_new_tokens, pad_token_id=pad,
                         eos_token_id=list(self.stopping.token_ids),
-                        stop_strings=list(self.stopping.strings), tokenizer=self.tokenizer,
-                        # greedy: no sampling knobs from the model's generation_config
-                        temperature=None, top_p=None, top_k=None)
-                for i, row in zip(idx, out[:, width:].tolist()):
-                    yield i, self.stopping.finish(self.tokenizer, row)
+                        stop_strings=list(self.stopping.strings), tokenizer=self.tokenizer, **knobs)
+                rows = out[:, width:].tolist()
+                for j, i in enumerate(idx):
+                    yield i, [self._completion(row, pad) for row in rows[j * n: (j + 1) * n]]
                 bar.update(len(idx))
+
+    def _completion(self, row: list[int], pad: int) -> Completion:
+        """A finished row; a row that a stop string ended is padded after it (not counted)."""
+        end = len(row)
+        while pad not in self.stopping.token_ids and end and row[end - 1] == pad:
+            end -= 1
+        return self.stopping.complete(self.tokenizer, row[:end])
 
     def token_logprobs(self, ids: Sequence[int], start: int) -> list[float]:
         """log p(ids[j] | ids[:j]) for j >= start, teacher-forced."""
@@ -167,22 +209,53 @@ class TransformersGenerator:
         return [logp[j - 1, ids[j]].item() for j in range(start, len(ids))]
 
     def close(self) -> None:
+        """Drop the model and return its GPU memory now, so that the next checkpoint's model
+        (checkpoint selection) never loads beside it (issue #20 S6)."""
         self.model = None
+        import gc
+        import sys
+
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def neutral_generation_config(model_config):
+    """The generation config the transformers backend runs with: the library's defaults plus the
+    model's end and pad ids, and nothing else from its generation_config.json. transformers fills
+    every field a `generate()` call leaves unset from the model's generation config
+    (GenerationMixin._prepare_generation_config, transformers 5), so Qwen2.5-Instruct's
+    `repetition_penalty: 1.05` made "greedy" decoding penalised, unlike vLLM (explicit
+    SamplingParams) and the official evaluation (issue #20 S4)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(eos_token_id=getattr(model_config, "eos_token_id", None),
+                            pad_token_id=getattr(model_config, "pad_token_id", None),
+                            bos_token_id=getattr(model_config, "bos_token_id", None))
 
 
 def visible_gpus() -> int:
-    import torch
+    """GPUs this process sees, asked without initialising CUDA (cft.resources.detect_gpus goes
+    through NVML), so a vLLM engine started afterwards can still fork its workers (issue #20 S2)."""
+    from cft.resources import detect_gpus
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return detect_gpus()[0]
 
 
 def vllm_engine_args(vllm_cfg, source: str, tokenizer_source: str | None = None,
-                     trust_remote_code: bool = False) -> dict:
-    """LLM(...) / `vllm serve` arguments from the shared `vllm` config block."""
+                     trust_remote_code: bool = False, layout=None) -> dict:
+    """LLM(...) / `vllm serve` arguments from the shared `vllm` config block, for one engine of
+    `layout` (cft.resources.generation_layout: the tensor-parallel size that divides the model's
+    heads, never "all visible GPUs", which is 8 for Qwen2.5-7B's 28 heads on a node: issue #20
+    item 2)."""
+    from cft.resources import generation_layout
+
     gpus = visible_gpus()
+    layout = layout or generation_layout(source, vllm_cfg)
     eager = getattr(vllm_cfg, "enforce_eager", None)
     args = {"model": source, "tokenizer": tokenizer_source or source,
-            "tensor_parallel_size": int(vllm_cfg.tensor_parallel_size) or max(1, gpus),
+            "tensor_parallel_size": int(layout.tensor_parallel_size),
             "dtype": vllm_cfg.dtype, "seed": int(vllm_cfg.seed), "trust_remote_code": trust_remote_code,
             "enforce_eager": bool(gpus == 0 if eager is None else eager)}
     if gpus:
@@ -200,28 +273,44 @@ class VLLMGenerator:
     chunk = 1024  # prompts per llm.generate call: the caller persists progress between chunks
 
     def __init__(self, source: str, vllm_cfg, tokenizer_source: str | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, layout=None):
         from vllm import LLM
 
         from cft.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(tokenizer_source or source, trust_remote_code)
         self.stopping = Stopping.of(self.tokenizer, _generation_eos(source))
-        self.llm = LLM(**vllm_engine_args(vllm_cfg, source, tokenizer_source, trust_remote_code))
+        self.llm = LLM(**vllm_engine_args(vllm_cfg, source, tokenizer_source, trust_remote_code, layout))
 
-    def _params(self, max_new_tokens: int, **kw):
+    def _params(self, max_new_tokens: int, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                seed: int | None = None, **kw):
         from vllm import SamplingParams
 
-        return SamplingParams(temperature=0.0, max_tokens=max_new_tokens, n=1,
+        return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=n, seed=seed,
                               stop_token_ids=list(self.stopping.token_ids), stop=list(self.stopping.strings),
                               skip_special_tokens=False, spaces_between_special_tokens=False, **kw)
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
-        params = self._params(max_new_tokens)
+        """Yield (index, greedy completion) as chunks finish."""
+        for i, samples in self.sample(prompts, max_new_tokens):
+            yield i, samples[0].text
+
+    def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
+               temperature: float = 0.0, top_p: float = 1.0,
+               seeds: Sequence[int] | None = None) -> Iterator[tuple[int, list[Completion]]]:
+        """Yield (index, its n `Completion`s) as chunks finish: one request per prompt with n
+        samples (they share the prompt's prefix), seeded per request by `seeds[index]`."""
+        if temperature == 0 and n != 1:
+            raise ValueError(f"n={n} greedy samples would all be the same: set a temperature > 0")
+        shared = self._params(max_new_tokens, n, temperature, top_p)
         for start in range(0, len(prompts), self.chunk):
-            batch = [{"prompt_token_ids": list(p)} for p in prompts[start: start + self.chunk]]
-            for j, out in enumerate(self.llm.generate(batch, params, use_tqdm=True)):
-                yield start + j, self.stopping.finish(self.tokenizer, out.outputs[0].token_ids)
+            chunk = range(start, min(start + self.chunk, len(prompts)))
+            batch = [{"prompt_token_ids": list(prompts[i])} for i in chunk]
+            params = shared if seeds is None else [self._params(max_new_tokens, n, temperature, top_p, int(seeds[i]))
+                                                   for i in chunk]
+            for i, out in zip(chunk, self.llm.generate(batch, params, use_tqdm=True)):
+                yield i, [Completion(self.stopping.finish(self.tokenizer, o.token_ids), o.finish_reason or "stop",
+                                     len(o.token_ids)) for o in out.outputs]
 
     def token_logprobs(self, ids: Sequence[int], start: int) -> list[float]:
         """log p(ids[j] | ids[:j]) for j >= start, from vLLM's prompt_logprobs."""
@@ -246,14 +335,183 @@ class VLLMGenerator:
         gc.collect()
 
 
+def in_workers(backend: str, layout, environ=os.environ) -> bool:
+    """Whether generation runs in engine worker processes rather than in this one: several
+    engines (data parallel), or a vLLM engine asked for inside a launched process (its
+    rendezvous variables would reach vLLM's own process group setup: issue #20 S1)."""
+    from cft.distributed import single_process_env
+
+    return layout.engines > 1 or (backend == "vllm" and single_process_env(environ) != dict(environ))
+
+
 def build_generator(backend: str, source: str, model_cfg, vllm_cfg=None, tokenizer_source: str | None = None,
                     batch_size: int = 16):
-    """The generator for `backend` over the model at `source`."""
+    """The generator for `backend` over the model at `source`, laid out by
+    cft.resources.generation_layout: one engine here, or one per GPU group in worker processes
+    (data parallel) when the model fits a group smaller than the node. An engine also goes to a
+    worker whenever this process runs under a launcher (torchrun/srun variables): vLLM then
+    never starts in an environment whose rendezvous variables it would pick up (issue #20 S1)."""
+    from cft.resources import generation_layout
+
+    if backend not in ("vllm", "transformers"):
+        raise ValueError(f"generation backend {backend!r}; known: transformers, vllm")
+    layout = generation_layout(source, vllm_cfg, model_cfg, backend=backend, batch_size=batch_size)
+    if in_workers(backend, layout):
+        return DataParallelGenerator(backend, source, model_cfg, vllm_cfg, tokenizer_source, batch_size, layout)
     if backend == "vllm":
-        return VLLMGenerator(source, vllm_cfg, tokenizer_source, model_cfg.trust_remote_code)
-    if backend == "transformers":
-        return TransformersGenerator.load(source, model_cfg, tokenizer_source, batch_size)
-    raise ValueError(f"generation backend {backend!r}; known: transformers, vllm")
+        return VLLMGenerator(source, vllm_cfg, tokenizer_source, model_cfg.trust_remote_code, layout)
+    return TransformersGenerator.load(source, model_cfg, tokenizer_source, batch_size)
+
+
+class DataParallelGenerator:
+    """`layout.engines` replicas of one generator, each in a worker process of its own on its
+    GPU group (CUDA_VISIBLE_DEVICES), each generating a contiguous shard of the prompts; results
+    come back as they finish, under the caller's prompt indices (cft.resources.shard_indices).
+
+    This is how a 7B model is evaluated on 8 GPUs (8 engines, tensor parallel 1: no head-count
+    constraint, no all-reduce per token); vLLM's own data parallelism targets serving. Workers
+    live as long as the generator (one model load per engine per stage, not per benchmark), read
+    one request per line on stdin and answer one JSON line per prompt on a stdout kept for the
+    protocol (everything they print goes to their log). They die with this process (PDEATHSIG)."""
+
+    def __init__(self, backend: str, source: str, model_cfg, vllm_cfg, tokenizer_source: str | None,
+                 batch_size: int, layout):
+        import json
+        import subprocess
+        import sys
+        import tempfile
+
+        from omegaconf import OmegaConf
+
+        from cft.distributed import child_env, die_with_parent
+        from cft.models import load_tokenizer
+        from cft.resources import cuda_visible_devices
+
+        self.backend, self.layout = backend, layout
+        self.tokenizer = load_tokenizer(tokenizer_source or source, model_cfg.trust_remote_code)
+        self.stopping = Stopping.of(self.tokenizer, _generation_eos(source))
+        self.dir = Path(tempfile.mkdtemp(prefix="cft-engines-"))
+        spec = {"backend": backend, "source": source, "tokenizer_source": tokenizer_source,
+                "batch_size": batch_size, "tensor_parallel_size": layout.tensor_parallel_size,
+                "model": OmegaConf.to_container(OmegaConf.create(model_cfg), resolve=True),
+                "vllm": OmegaConf.to_container(OmegaConf.create(vllm_cfg), resolve=True) if vllm_cfg else None}
+        (self.dir / "spec.json").write_text(json.dumps(spec))
+        groups = layout.device_groups if layout.gpus else [None] * layout.engines
+        self.workers, self.logs = [], []
+        for k, group in enumerate(groups):
+            log = self.dir / f"engine-{k}.log"
+            self.logs.append(log)
+            with open(log, "ab") as err:
+                self.workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "cft.generation", str(self.dir / "spec.json")],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, preexec_fn=die_with_parent(),
+                    env=child_env(None if group is None else cuda_visible_devices(group))))
+        print(f"[cft] generation: {len(self.workers)} {backend} engine(s) x tensor parallel "
+              f"{layout.tensor_parallel_size}, logs in {self.dir}", flush=True)
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
+        for i, samples in self.sample(prompts, max_new_tokens):
+            yield i, samples[0].text
+
+    def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
+               temperature: float = 0.0, top_p: float = 1.0,
+               seeds: Sequence[int] | None = None) -> Iterator[tuple[int, list[Completion]]]:
+        """The engines' `sample`, each on its shard; yields (prompt index, its Completions).
+        One reader thread per worker feeds a queue: a buffered readline after select() would
+        leave answers in Python's buffer that select() never reports."""
+        import json
+        import queue
+        import threading
+
+        from tqdm import tqdm
+
+        from cft.resources import shard_indices
+
+        shards = shard_indices(len(prompts), len(self.workers))
+        answers: queue.Queue = queue.Queue()
+
+        def read(k: int, worker) -> None:
+            for line in worker.stdout:
+                answers.put((k, json.loads(line)))
+                if b'"done"' in line:
+                    return
+            answers.put((k, None))  # end of output: the worker died
+
+        for k, (worker, idx) in enumerate(zip(self.workers, shards)):
+            request = {"prompts": [list(prompts[i]) for i in idx], "max_new_tokens": max_new_tokens,
+                       "n": n, "temperature": temperature, "top_p": top_p,
+                       "seeds": None if seeds is None else [int(seeds[i]) for i in idx]}
+            worker.stdin.write((json.dumps(request) + "\n").encode())
+            worker.stdin.flush()
+            threading.Thread(target=read, args=(k, worker), daemon=True).start()
+        busy = set(range(len(self.workers)))
+        with tqdm(total=len(prompts), desc="generate", unit="q") as bar:
+            while busy:
+                k, answer = answers.get()
+                if answer is None:
+                    self.workers[k].wait()
+                    raise RuntimeError(f"generation engine {k} exited (code {self.workers[k].returncode}); "
+                                       f"the end of {self.logs[k]}:\n{self._tail(k)}")
+                if "done" in answer:
+                    if answer["done"] != len(shards[k]):
+                        raise RuntimeError(f"engine {k} answered {answer['done']} of {len(shards[k])} prompts")
+                    busy.discard(k)
+                    continue
+                yield shards[k][answer["i"]], [Completion(**c) for c in answer["samples"]]
+                bar.update(1)
+
+    def _tail(self, k: int) -> str:
+        return self.logs[k].read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        """Ask every worker to stop (end of input), wait for it, kill what does not stop: the
+        next engine never starts while these still hold GPU memory (issue #20 S3)."""
+        import subprocess
+
+        for worker in getattr(self, "workers", []):
+            if worker.stdin and not worker.stdin.closed:
+                worker.stdin.close()
+        for worker in getattr(self, "workers", []):
+            try:
+                worker.wait(120)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        self.workers = []
+
+
+def _engine_worker(spec_path: str) -> None:
+    """One DataParallelGenerator engine: build the generator from the spec, then answer each
+    request line on stdin with one JSON line per prompt and a final {"done": count}."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    from cft.resources import EngineLayout
+
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything a library prints goes to the log, never into the protocol
+    spec = json.loads(Path(spec_path).read_text())
+    model_cfg = OmegaConf.create(spec["model"])
+    if spec["backend"] == "vllm":
+        tp = int(spec["tensor_parallel_size"])
+        gen = VLLMGenerator(spec["source"], OmegaConf.create(spec["vllm"]), spec["tokenizer_source"],
+                            model_cfg.trust_remote_code, EngineLayout(1, tp, tp, 0, True, "one engine of several"))
+    else:
+        gen = TransformersGenerator.load(spec["source"], model_cfg, spec["tokenizer_source"], spec["batch_size"])
+    for line in sys.stdin:
+        req = json.loads(line)
+        count = 0
+        for i, samples in gen.sample(req["prompts"], req["max_new_tokens"], req["n"], req["temperature"],
+                                     req["top_p"], req["seeds"]):
+            protocol.write(json.dumps({"i": i, "samples": [asdict(c) for c in samples]}) + "\n")
+            protocol.flush()
+            count += 1
+        protocol.write(json.dumps({"done": count}) + "\n")
+        protocol.flush()
+    gen.close()
 
 
 class VLLMServer:
@@ -301,8 +559,12 @@ class VLLMServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         out = open(self.log_path, "ab") if self.log_path else None
+        from cft.distributed import child_env
+
+        # Its own process group (we stop its engine workers too), and no launcher variables: a
+        # server started by rank 0 of a torchrun job must not join that job's rendezvous (S1).
         self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT if out else None,
-                                     start_new_session=True)  # its own group: we stop engine workers too
+                                     start_new_session=True, env=child_env())
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -337,3 +599,9 @@ class VLLMServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+if __name__ == "__main__":  # a DataParallelGenerator's engine worker
+    import sys
+
+    _engine_worker(sys.argv[1])

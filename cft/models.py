@@ -14,15 +14,37 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16"}
 
 
-def attn_implementation(requested: str) -> str:
-    """`auto` -> flash_attention_2 when flash-attn is installed and a GPU is present, else sdpa."""
+def flash_attn_usable() -> bool:
+    """Whether flash-attn's varlen kernel loads here. Importing the function loads the compiled
+    extension (flash_attn_2_cuda): a wheel built for another torch or CUDA imports as a package
+    (find_spec finds it) and then fails with an undefined symbol at the first forward, after the
+    data and critique stages were paid for (issue #20 S5). Any failure means "not usable"."""
+    try:
+        from flash_attn import flash_attn_varlen_func  # noqa: F401
+    except Exception as e:  # ImportError, OSError (undefined symbol), RuntimeError (no CUDA)
+        if importlib.util.find_spec("flash_attn") is not None:
+            print(f"[cft] flash-attn is installed but does not load ({type(e).__name__}: {e}); using "
+                  f"PyTorch attention instead", flush=True)
+        return False
+    return True
+
+
+def attn_implementation(requested: str, training: bool = False, cuda: bool | None = None,
+                        flash: bool | None = None) -> str:
+    """`auto` -> flash_attention_2 where flash-attn loads on a GPU; on a GPU without it,
+    flex_attention for training (a block-sparse mask, so `model.packing=auto` still packs) and
+    sdpa for generation; sdpa on CPU (flex has no CPU backward)."""
     if requested != "auto":
         return requested
-    import torch
+    if cuda is None:
+        import torch
 
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        return "sdpa"
+    if flash if flash is not None else flash_attn_usable():
         return "flash_attention_2"
-    return "sdpa"
+    return "flex_attention" if training else "sdpa"
 
 
 def model_source(model_cfg, cache: str) -> str:
@@ -63,7 +85,7 @@ def torch_dtype(model_cfg):
     return getattr(torch, dtype)
 
 
-def load_model(source: str, model_cfg, fp32_master: bool = False):
+def load_model(source: str, model_cfg, fp32_master: bool = False, training: bool = False):
     """The model in model.dtype, or in float32 when `fp32_master`: training without DeepSpeed has
     no fp32 master copy, and bf16 weights cannot take lr-5e-6 updates (most round to zero), so
     the weights stay fp32 and the Trainer's bf16 autocast does the mixed precision."""
@@ -72,7 +94,7 @@ def load_model(source: str, model_cfg, fp32_master: bool = False):
 
     return AutoModelForCausalLM.from_pretrained(
         source, dtype=torch.float32 if fp32_master else torch_dtype(model_cfg),
-        attn_implementation=attn_implementation(model_cfg.attn_implementation),
+        attn_implementation=attn_implementation(model_cfg.attn_implementation, training),
         trust_remote_code=model_cfg.trust_remote_code, use_safetensors=uses_safetensors(model_cfg),
     )
 

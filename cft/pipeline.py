@@ -115,11 +115,8 @@ def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths, lock=None) -> dic
     result.unlink(missing_ok=True)
     with atomic_open(config) as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    env = distributed.single_process_env()
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen([sys.executable, "-m", "cft.pipeline", stage, str(config), str(result)],
-                            env=env, preexec_fn=die_with_parent(),
+                            env=distributed.child_env(), preexec_fn=distributed.die_with_parent(),
                             pass_fds=(lock.fileno(),) if lock is not None else ())
     print(f"[cft] stage {stage}: running in process {proc.pid}", flush=True)
     if lock is not None:
@@ -133,29 +130,6 @@ def run_in_child(stage: str, cfg: DictConfig, paths: RunPaths, lock=None) -> dic
         raise RuntimeError(f"stage {stage} failed in its own process (exit code {returncode}); "
                            f"its output is above")
     return read_json(result)
-
-
-def die_with_parent():
-    """A subprocess `preexec_fn` that makes the kernel SIGKILL the child when its parent dies
-    (Linux prctl PR_SET_PDEATHSIG), or None elsewhere. The signal fires when the parent *thread*
-    that forked the child exits, not only the process: spawn from the main thread, or from a
-    thread that outlives the child (run_in_child's thread waits for it)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(ctypes.c_int(1), ctypes.c_ulong(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl ran: no signal will come
-            os._exit(1)
-
-    return preexec
 
 
 def wait_forwarding_signals(proc: subprocess.Popen, grace_s: float = 30.0) -> int:

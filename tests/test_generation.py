@@ -126,7 +126,7 @@ def test_vllm_settings_reach_the_engine_and_the_server():
 
     cfg = OmegaConf.structured(VLLMConfig(tensor_parallel_size=0, max_model_len=4096, dtype="bfloat16", seed=3))
     args = vllm_engine_args(cfg, "/m")
-    assert args["tensor_parallel_size"] == max(1, visible_gpus())  # 0 = every visible GPU
+    assert args["tensor_parallel_size"] == 1  # 0 = chosen by the layout (test_plan), never "every GPU"
     assert (args["max_model_len"], args["dtype"], args["seed"]) == (4096, "bfloat16", 3)
     assert args["enforce_eager"] == (visible_gpus() == 0)
     server = VLLMServer("/m", cfg, served_name="teacher")
@@ -134,3 +134,77 @@ def test_vllm_settings_reach_the_engine_and_the_server():
     cmd = " ".join(server.command())
     assert "--port 8123 --served-model-name teacher" in cmd and "--max-model-len 4096" in cmd
     assert "--tensor-parallel-size" in cmd and "--host 127.0.0.1" in cmd
+
+
+def test_greedy_ignores_the_models_sampling_defaults(tiny_source, tmp_path):
+    """Qwen2.5-Instruct ships generation_config.json with repetition_penalty 1.05 (and sampling
+    knobs): transformers fills every field generate() leaves unset from it, so "greedy" was
+    penalised. Now both backends decode greedily with the library's neutral settings: the same
+    completions as the same weights without those fields."""
+    from omegaconf import OmegaConf
+
+    from cft.config import ModelConfig
+    from cft.generation import TransformersGenerator
+
+    chatty = tmp_path / "chatty"
+    shutil.copytree(tiny_source, chatty)
+    gen_cfg = json.loads((chatty / "generation_config.json").read_text())
+    gen_cfg.update(repetition_penalty=1.5, do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+    (chatty / "generation_config.json").write_text(json.dumps(gen_cfg))
+    outs = []
+    for source in (tiny_source, chatty):
+        cfg = OmegaConf.structured(ModelConfig(name="m", path=str(source), dtype="float32", attn_implementation="sdpa"))
+        gen = TransformersGenerator.load(str(source), cfg, batch_size=4)
+        # What generate() resolves when a call leaves a field unset (transformers 5,
+        # GenerationMixin._prepare_generation_config): the library's defaults, not the file's.
+        used = gen.model._prepare_generation_config(None)[0]
+        assert (used.repetition_penalty, used.do_sample, used.temperature, used.top_k) == (1.0, False, 1.0, 50)
+        outs.append(dict(gen.generate([prompt_ids(gen.tokenizer, p) for p in math_prompts(4)], max_new_tokens=24)))
+    assert outs[0] == outs[1]
+
+
+def test_engine_workers_shard_prompts_and_merge_them_in_order(tiny_source):
+    """Data-parallel generation (one engine per GPU on a node): two engine processes on CPU, each
+    on its shard, give exactly the one-engine completions under the same prompt indices."""
+    from omegaconf import OmegaConf
+
+    from cft.config import ModelConfig
+    from cft.generation import DataParallelGenerator, TransformersGenerator
+    from cft.resources import EngineLayout
+
+    cfg = OmegaConf.structured(ModelConfig(name="m", path=str(tiny_source), dtype="float32", attn_implementation="sdpa"))
+    one = TransformersGenerator.load(str(tiny_source), cfg, batch_size=4)
+    ids = [prompt_ids(one.tokenizer, p) for p in math_prompts(5)]
+    expected = dict(one.generate(ids, max_new_tokens=12))
+    two = DataParallelGenerator("transformers", str(tiny_source), cfg, None, None, 4,
+                                EngineLayout(2, 1, 0, 0, True, "two CPU engines"))
+    try:
+        got = list(two.generate(ids, max_new_tokens=12))
+        again = dict(two.generate(ids[:3], max_new_tokens=12))  # the same workers serve the next call
+    finally:
+        two.close()
+    assert sorted(i for i, _ in got) == list(range(5)) and dict(got) == expected
+    assert again == {i: expected[i] for i in range(3)}
+    assert all(w.returncode == 0 for w in two.__dict__.get("_closed", [])) or two.workers == []
+
+
+def test_every_child_gets_a_clean_single_process_environment():
+    """Under torchrun, rank 0 starts the eval stage, engine workers and `vllm serve`: none of
+    them may see the launcher's rendezvous (vLLM's process-group setup would pick it up), vLLM
+    workers are spawned, not forked, and each engine sees its own GPUs; a vLLM engine asked for
+    inside a launched process goes to a worker."""
+    from cft.distributed import child_env
+    from cft.generation import in_workers
+    from cft.resources import EngineLayout
+
+    torchrun = {"RANK": "0", "WORLD_SIZE": "8", "LOCAL_RANK": "0", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500",
+                "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RUN_ID": "x", "PATH": "/bin",
+                "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+    env = child_env("6", torchrun)
+    assert not {k for k in env if k in torchrun and k not in ("PATH", "CUDA_VISIBLE_DEVICES")}
+    assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn" and env["CUDA_VISIBLE_DEVICES"] == "6"
+    assert env["PATH"] == "/bin" and str(ROOT) in env["PYTHONPATH"]
+    one = EngineLayout(1, 1, 1, 0, True, "")
+    assert in_workers("vllm", one, torchrun) and not in_workers("vllm", one, {"PATH": "/bin"})
+    assert not in_workers("transformers", one, torchrun)
+    assert in_workers("transformers", EngineLayout(8, 1, 8, 0, True, ""), {})

@@ -134,3 +134,13 @@ def test_a_run_needing_a_missing_extra_stops_at_once_naming_it(compose, monkeypa
         check_packages(compose(["tracking.mode=offline"]))
     with pytest.raises(ConfigError, match=r"cft\[api\]"):
         check_packages(compose(["teacher=openai", "teacher.model=m", "teacher.base_url=http://x"]))
+
+
+def test_fp32_loss_check_never_runs_on_flash():
+    """flash-attn takes only fp16/bf16: the fp32 packed-loss comparison runs flex_attention
+    where our kernel is flash (it reported FAILED on every node with flash-attn)."""
+    from cft.gpu_check import loss_check_kernels
+
+    assert loss_check_kernels("flash_attention_2") == {"bfloat16": "flash_attention_2", "float32": "flex_attention"}
+    assert loss_check_kernels("flex_attention") == {"bfloat16": "flex_attention", "float32": "flex_attention"}
+    assert loss_check_kernels("sdpa") == {"bfloat16": "sdpa", "float32": "sdpa"}

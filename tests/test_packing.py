@@ -98,3 +98,41 @@ def test_auto_packs_only_with_sparse_kernels():
     assert packing_enabled("packed", "sdpa") is True
     assert packing_enabled("packed", "some_kernel") is False  # cannot mask a packed row
     assert packing_enabled("padded", "flash_attention_2") is False
+
+
+def test_flash_batches_carry_their_sample_boundaries(tiny_tokenizer):
+    """For flash_attention_2/3 a packed batch brings cu_seq_lens / max lengths from the host, so
+    transformers does not re-derive them from position_ids in every layer (with device syncs);
+    the other kernels get the plain packed batch they mask from position_ids."""
+    feats = _features(tiny_tokenizer)
+    lengths = [len(f["input_ids"]) for f in feats]
+    flash = make_collator(True, tiny_tokenizer.pad_token_id, "flash_attention_2")(feats)
+    bounds = [sum(lengths[:k]) for k in range(len(lengths) + 1)]
+    assert flash["cu_seq_lens_q"].tolist() == flash["cu_seq_lens_k"].tolist() == bounds
+    assert flash["max_length_q"] == flash["max_length_k"] == max(lengths)
+    for attn in ("sdpa", "flex_attention", None):
+        assert "cu_seq_lens_q" not in make_collator(True, tiny_tokenizer.pad_token_id, attn)(feats)
+
+
+def test_broken_flash_attn_is_not_chosen(tmp_path, monkeypatch):
+    """A flash-attn wheel built for another torch imports as a package and dies at its first
+    forward: `auto` must see that before the run, not after data and critique were paid for.
+    On a GPU without a usable flash-attn, training gets flex_attention (so `auto` still packs)
+    and generation sdpa."""
+    import sys
+
+    from cft.models import attn_implementation, flash_attn_usable
+
+    pkg = tmp_path / "flash_attn"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "raise ImportError('flash_attn_2_cuda.so: undefined symbol: _ZN3c105ErrorC2ENS_14SourceLocation')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "flash_attn", raising=False)
+    assert flash_attn_usable() is False
+    assert attn_implementation("auto", training=True, cuda=True) == "flex_attention"
+    assert attn_implementation("auto", training=False, cuda=True) == "sdpa"
+    assert attn_implementation("auto", training=True, cuda=True, flash=True) == "flash_attention_2"
+    assert attn_implementation("auto", training=True, cuda=False, flash=True) == "sdpa"
+    assert packing_enabled("auto", attn_implementation("auto", training=True, cuda=True))
+    assert attn_implementation("eager", cuda=True, flash=True) == "eager"  # an explicit choice stands

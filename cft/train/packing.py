@@ -81,12 +81,21 @@ def _say(msg: str) -> None:
     print(f"[cft] {msg}")  # once: a logger line would be echoed to the console by Hydra too
 
 
-def make_collator(packing: bool, pad_id: int):
-    """The collator for the Trainer: packed rows or padded batches."""
+# Kernels that take the packed row's boundaries as cu_seqlens / max lengths.
+VARLEN_ATTN = ("flash_attention_2", "flash_attention_3")
+
+
+def make_collator(packing: bool, pad_id: int, attn_implementation: str | None = None):
+    """The collator for the Trainer: packed rows or padded batches. For the flash kernels a
+    packed batch also carries the sample boundaries (cu_seq_lens_q/k, max_length_q/k), computed
+    once per batch on the host: without them transformers re-derives them from position_ids in
+    every layer, forward and recompute, with device syncs (modeling_flash_attention_utils:
+    `is_fa_with_varlen_kwargs` skips `_prepare_from_posids`; issue #20 item 4)."""
     if packing:
         from transformers import DataCollatorWithFlattening
 
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX,
+                                          return_flash_attn_kwargs=attn_implementation in VARLEN_ATTN)
     return PadCollator(pad_id)
 
 

@@ -180,7 +180,7 @@ def run(cfg, paths: RunPaths) -> dict:
         ckpt.safe_deepspeed_load()
         if rank == 0:
             write_json(paths.deepspeed_json, args.hf_deepspeed_config.config)
-    model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0)
+    model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0, training=True)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model.train_template={cfg.model.train_template!r} adds special tokens "
                          f"{sorted(tokenizer.added_tokens_encoder)} to a tokenizer of {len(tokenizer)} "
@@ -196,7 +196,7 @@ def run(cfg, paths: RunPaths) -> dict:
     # processing_class: every checkpoint-N/ holds the tokenizer, so vLLM (and anyone) can load a
     # checkpoint as it is (checkpoint selection on vLLM failed without it: issue #13).
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      data_collator=make_collator(packing, tokenizer.pad_token_id),
+                      data_collator=make_collator(packing, tokenizer.pad_token_id, attn_of(model)),
                       callbacks=[_metrics_callback(paths.metrics),
                                  *([_declare_dtype_callback(str(torch_dtype(cfg.model)).removeprefix("torch."))]
                                    if int(cfg.deepspeed.stage) == 0 else []),
