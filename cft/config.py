@@ -198,7 +198,8 @@ class ClusterConfig:
 
 @dataclass
 class EvalConfig:
-    # conf/eval: quick (CPU slice), full (six benchmarks), paper (+ vLLM, best checkpoint).
+    # conf/eval: quick (CPU slice), full (six benchmarks), paper (+ vLLM, best checkpoint),
+    # sampled (16 samples per problem at T=0.6 for AIME24/AMC23).
     name: str = MISSING
     benchmarks: list[str] = field(default_factory=lambda: ["math-500"])
     # Questions per benchmark (null = all). The default run evaluates a small slice.
@@ -216,6 +217,14 @@ class EvalConfig:
     # Critic evaluation of a CFT model on held-out CHAMP (question, response) pairs.
     critic: bool = False
     critic_limit: Optional[int] = 64
+    # Sampling (cft/eval/sampling.py): n samples per problem; temperature 0 is greedy (n=1, the
+    # paper's protocol). Seeded per problem from `seed`. Scores: acc (sample 0), avg@n, and
+    # pass@k / maj@k for each k in ks up to n (cft/eval/metrics.py); eval=sampled sets them.
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
 
 
 @dataclass
@@ -274,6 +283,9 @@ class CFTConfig:
     run_name: str = MISSING
     sweep_name: str = MISSING
     seed: int = 42
+    # Where GPUs are visible, stop before the first stage when the resource plan (python -m
+    # cft.plan) says train or eval will not fit; false runs anyway (the estimate is a model).
+    check_resources: bool = True
     # Set by the launcher: the run directory (Hydra's output dir).
     run_dir: str = MISSING
 

@@ -280,7 +280,12 @@ class VLLMGenerator:
 
         self.tokenizer = load_tokenizer(tokenizer_source or source, trust_remote_code)
         self.stopping = Stopping.of(self.tokenizer, _generation_eos(source))
-        self.llm = LLM(**vllm_engine_args(vllm_cfg, source, tokenizer_source, trust_remote_code, layout))
+        args = vllm_engine_args(vllm_cfg, source, tokenizer_source, trust_remote_code, layout)
+        if "gpu_memory_utilization" in args:
+            from cft.resources import wait_for_gpu_memory
+
+            wait_for_gpu_memory(args["gpu_memory_utilization"])
+        self.llm = LLM(**args)
 
     def _params(self, max_new_tokens: int, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                 seed: int | None = None, **kw):

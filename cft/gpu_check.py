@@ -96,16 +96,33 @@ def environment(rep: Report, device: str) -> dict:
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "gpu_memory_gib": round(props.total_memory / 2**30, 1) if cuda else rep.null("environment.gpu_memory_gib", "no CUDA device"),
         "attention": {"sdpa": True, "flex_attention": flex, "flash_attention_2": has("flash_attn")},
-        "packages": {m: has(m) for m in ("deepspeed", "vllm", "flash_attn", "liger_kernel", "datasets", "wandb", "openai")},
+        "packages": {m: has(m) for m in ("deepspeed", "vllm", "flash_attn", "datasets", "wandb", "openai")},
         "auto_attn_implementation": auto_attn,
         "auto_packing": packing_enabled("auto", auto_attn),
         "recipe_7b": recipe(),
+        "plan_7b": plan_7b(rep),
     }
     if not has("flash_attn"):
         rep.skip("flash_attention_2", "flash-attn is not installed: " + (
             "our packed recipe uses flex_attention (PyTorch) instead" if cuda else plan_kernels(device)[2])
             + f"; model.attn_implementation=auto picks {auto_attn} here (and so padded batches)")
     return env
+
+
+def plan_7b(rep: Report) -> dict | None:
+    """What `python -m cft.plan model=qwen2.5-math-7b eval=paper` says for this node (all its
+    GPUs as torchrun ranks): the layout the paper's runs would get here, beside the measured
+    peaks of the throughput step (measured_over_predicted) that calibrate its memory model."""
+    from cft.config import compose_config
+    from cft.resources import detect_gpus, plan
+
+    gpus, memory = detect_gpus()
+    if not gpus:
+        return rep.null("environment.plan_7b", "no CUDA device: the plan has no GPU to lay out")
+    p = plan(compose_config(["model=qwen2.5-math-7b", "eval=paper"]), gpus, memory, world_size=gpus)
+    return {"gpus": gpus, "gpu_memory_gb": round(memory, 1), "train_fits": p["train"]["fits"],
+            "train_peak_memory_gb": p["train"]["peak_memory_gb"], "eval_engines": p["eval"]["engines"],
+            "eval_tensor_parallel_size": p["eval"]["tensor_parallel_size"]}
 
 
 def plan_kernels(device: str) -> tuple[str, str, str]:
@@ -204,11 +221,38 @@ def throughput(rep: Report, plan: dict, tiny: str, tokenizer, device: str, recip
             f"throughput.{name}.mfu", "no peak FLOP/s for this device (CPU, or a GPU not in the table)")
         if res["peak_mem_gib"] is None:
             rep.null(f"throughput.{name}.peak_mem_gib", "CPU: no CUDA memory counter")
+        predicted = predicted_peak_gb(model, r, lengths[plan["warmup"]:], dtype)
+        res["predicted_peak_gb"] = round(predicted, 3)
+        # The plan's calibration on this GPU: measured / predicted (GiB -> GB).
+        res["measured_over_predicted"] = (round(res["peak_mem_gib"] * 2**30 / 1e9 / predicted, 3)
+                                          if res["peak_mem_gib"] is not None else rep.null(
+            f"throughput.{name}.measured_over_predicted", "CPU: no CUDA memory counter to compare with"))
         out[name] = {**r, **res}
         del model
         free(device)
     out["ratio_real_tokens_per_s"] = out["ours"]["real_tokens_per_s"] / out["reference"]["real_tokens_per_s"]
     return out
+
+
+def predicted_peak_gb(model, recipe_: dict, lengths: list[list[int]], dtype) -> float:
+    """cft.resources.train_memory for one timed step of this recipe (the function cft.plan uses
+    for the 7B runs), at the longest timed batch: a packed batch is one row of the summed
+    lengths, a padded one micro x its longest sample. Torch AdamW on `dtype` weights, no fp32
+    master copy, no DeepSpeed, as timed here."""
+    import torch
+
+    from cft.resources import Arch, train_memory
+
+    arch = Arch.from_config(model.config.to_dict())
+    packed = recipe_["packed"]
+    seq, micro = max(((sum(b), 1) if packed else (max(b), len(b)) for b in lengths), key=lambda x: x[0] * x[1])
+    return train_memory(sum(p.numel() for p in model.parameters()), hidden=arch.hidden_size,
+                        layers=arch.num_hidden_layers, vocab=arch.vocab_size, seq_len=seq, micro_batch=micro,
+                        intermediate=arch.intermediate_size, heads=arch.num_attention_heads,
+                        gradient_checkpointing=recipe_["gradient_checkpointing"],
+                        precision="bf16" if dtype == torch.bfloat16 else "fp32",
+                        attention="eager" if recipe_["attn"] == "eager" else "flash",  # sdpa: fused on a GPU
+                        ).peak()
 
 
 def packed_loss(rep: Report, plan: dict, tiny: str, tokenizer, device: str) -> dict:

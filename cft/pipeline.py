@@ -280,6 +280,10 @@ def run(cfg: DictConfig) -> dict:
     world_size = distributed.world_size()
     validate(cfg, world_size=world_size)
     check_packages(cfg)
+    if cfg.check_resources:  # before any work: a 7B full fine-tune on one GPU stops here, not at train
+        from cft.plan import check_fits
+
+        check_fits(cfg, world_size=world_size)
     paths = RunPaths.of(cfg.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     with one_writer(paths) as lock:

@@ -603,3 +603,53 @@ def plan(cfg, gpus: int, gpu_memory_gb: float | None, world_size: int | None = N
             "gpus": gpus, "gpu_memory_gb": mem_gb, "stages": list(cfg.stages), "train": train,
             "eval": {"selected": "eval" in cfg.stages, "backend": cfg.eval.backend, **eval_layout.to_dict()},
             "generation": _generation_layouts(cfg, arch, gpus, mem_gb)}
+
+
+# ------------------------------------------------------------------- free memory before an engine
+
+def gpu_memory_free(visible: str | None = None) -> list[tuple[str, float, float]]:
+    """(device, free GB, total GB) for each GPU this process sees, from NVML (no CUDA context);
+    [] where NVML is not available."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    names = ([v.strip() for v in visible.split(",") if v.strip()] if visible is not None
+             else [str(i) for i in range(pynvml.nvmlDeviceGetCount())])
+    out = []
+    for name in names:
+        handle = (pynvml.nvmlDeviceGetHandleByIndex(int(name)) if name.isdigit()
+                  else pynvml.nvmlDeviceGetHandleByUUID(name))
+        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        out.append((name, info.free / GB, info.total / GB))
+    return out
+
+
+def wait_for_gpu_memory(utilization: float, timeout_s: float = 300.0, poll_s: float = 2.0,
+                        read=gpu_memory_free, sleep=None) -> float:
+    """Block until every visible GPU has `utilization` of its memory free, the share a vLLM
+    engine claims at start-up; returns the seconds waited. vLLM refuses to start otherwise ("Free
+    memory on device ... is less than desired GPU memory utilization", vllm/v1/worker/utils.py),
+    and two things free theirs only moments before our engines start: the training ranks of the
+    same job (rank 0 stays alive while its eval child runs) and the previous checkpoint's engine
+    workers. A GPU still short after `timeout_s` is an error naming it and the shortfall (issue
+    #20 S3). No NVML, nothing to read: returns at once."""
+    import time
+
+    sleep = sleep or time.sleep
+    waited = 0.0
+    while True:
+        short = [(d, free, total) for d, free, total in read() if free < utilization * total]
+        if not short:
+            return waited
+        if waited >= timeout_s:
+            desc = ", ".join(f"GPU {d}: {free:.1f} of {total:.1f} GB free" for d, free, total in short)
+            raise RuntimeError(f"a generation engine needs {utilization:.0%} of each GPU free "
+                               f"(vllm.gpu_memory_utilization), still short after {timeout_s:.0f}s: {desc}. "
+                               f"Another process holds it (nvidia-smi names it); lower "
+                               f"vllm.gpu_memory_utilization or free the GPU")
+        sleep(poll_s)
+        waited += poll_s

@@ -29,7 +29,9 @@ FIELDS = [
     "throughput.ratio_real_tokens_per_s",
     *(f"throughput.{r}.{k}" for r in ("reference", "ours")
       for k in ("attn", "packed", "gradient_checkpointing", "real_tokens_per_s", "model_flops_per_s", "mfu",
-                "peak_mem_gib", "padding_efficiency", "step_seconds_median")),
+                "peak_mem_gib", "padding_efficiency", "step_seconds_median", "predicted_peak_gb",
+                "measured_over_predicted")),
+    "environment.plan_7b",
     "packed_loss.attn", "packed_loss.passed",
     *(f"packed_loss.{dt}.{k}" for dt in ("bfloat16", "float32") for k in ("max_abs_diff", "max_rel_diff", "n_samples")),
     "pipeline.command", "pipeline.passed", "pipeline.seconds", "pipeline.stage_seconds.train",

@@ -182,6 +182,20 @@ def test_check_fits_stops_before_any_stage():
     assert check_fits(cfg, gpus=0) is None  # CPU: nothing to check
 
 
+def test_the_headline_command_on_one_gpu_stops_before_the_data_stage(compose, tmp_path, monkeypatch):
+    """`python -m cft.main model=qwen2.5-math-7b` where one 80 GB GPU is visible: refused before
+    any stage wrote anything (it used to run data and critique, then run out of memory at
+    train); check_resources=false runs anyway."""
+    import cft.plan
+    from cft import pipeline
+
+    monkeypatch.setattr(cft.plan, "detect_gpus", lambda: (1, 80.0))  # what NVML would report there
+    cfg = compose(["model=qwen2.5-math-7b"], run_dir=tmp_path / "run")
+    with pytest.raises(PlanError, match="deepspeed.offload_optimizer=cpu"):
+        pipeline.run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_plan_reads_the_architecture_it_will_run(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2,
                                                       "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -193,3 +207,18 @@ def test_plan_reads_the_architecture_it_will_run(tmp_path):
         arch_of("nobody/no-such-model")
     p = plan(compose_config(["teacher=vllm", "teacher.model=Qwen/Qwen2.5-32B-Instruct"]), 8, 80)
     assert p["generation"]["teacher"]["tensor_parallel_size"] == 2
+
+
+def test_an_engine_waits_for_the_memory_it_claims_and_names_a_gpu_that_stays_full():
+    """vLLM aborts when less than gpu_memory_utilization of a GPU is free; the training ranks
+    and the previous engine free theirs moments before: wait, then fail naming the GPU."""
+    from cft.resources import wait_for_gpu_memory
+
+    readings = iter([[("0", 30.0, 80.0), ("1", 79.0, 80.0)], [("0", 60.0, 80.0), ("1", 79.0, 80.0)],
+                     [("0", 78.0, 80.0), ("1", 79.0, 80.0)]])
+    slept = []
+    assert wait_for_gpu_memory(0.9, read=lambda: next(readings), sleep=slept.append, poll_s=2) == 4.0
+    assert slept == [2, 2]
+    with pytest.raises(RuntimeError, match=r"GPU 3: 10.0 of 80.0 GB free.*vllm.gpu_memory_utilization"):
+        wait_for_gpu_memory(0.9, timeout_s=6, read=lambda: [("3", 10.0, 80.0)], sleep=lambda s: None)
+    assert wait_for_gpu_memory(0.9, read=list) == 0.0  # no NVML (CPU): nothing to wait for
