@@ -476,13 +476,19 @@ class DataParallelGenerator:
         for worker in getattr(self, "workers", []):
             if worker.stdin and not worker.stdin.closed:
                 worker.stdin.close()
+        clean = True
         for worker in getattr(self, "workers", []):
             try:
-                worker.wait(120)
+                clean &= worker.wait(120) == 0
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+                clean = False
         self.workers = []
+        if clean:  # the logs stay (and are named above) only when an engine failed
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _engine_worker(spec_path: str) -> None:

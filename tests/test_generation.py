@@ -185,7 +185,7 @@ def test_engine_workers_shard_prompts_and_merge_them_in_order(tiny_source):
         two.close()
     assert sorted(i for i, _ in got) == list(range(5)) and dict(got) == expected
     assert again == {i: expected[i] for i in range(3)}
-    assert all(w.returncode == 0 for w in two.__dict__.get("_closed", [])) or two.workers == []
+    assert not two.dir.exists()  # both engines exited cleanly: their logs went with them
 
 
 def test_every_child_gets_a_clean_single_process_environment():
