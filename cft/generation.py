@@ -121,7 +121,21 @@ def _generation_eos(source: str):
     return None
 
 
-class TransformersGenerator:
+class Generator:
+    """What every backend offers: `sample` (n completions per prompt), and greedy `generate`."""
+
+    def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
+               temperature: float = 0.0, top_p: float = 1.0,
+               seeds: Sequence[int] | None = None) -> Iterator[tuple[int, list["Completion"]]]:
+        raise NotImplementedError
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
+        """Yield (index, greedy completion) as they finish."""
+        for i, samples in self.sample(prompts, max_new_tokens):
+            yield i, samples[0].text
+
+
+class TransformersGenerator(Generator):
     """Left-padded batches sorted by length (greedy), or one problem per call (sampled); one
     model reused for every call."""
 
@@ -143,11 +157,6 @@ class TransformersGenerator:
         model = model.cuda() if torch.cuda.is_available() else model
         return cls(model, tokenizer, batch_size,
                    Stopping.of(tokenizer, _generation_eos(source)))
-
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
-        """Yield (index, greedy completion) as batches finish."""
-        for i, samples in self.sample(prompts, max_new_tokens):
-            yield i, samples[0].text
 
     def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
                temperature: float = 0.0, top_p: float = 1.0,
@@ -265,7 +274,7 @@ def vllm_engine_args(vllm_cfg, source: str, tokenizer_source: str | None = None,
     return args
 
 
-class VLLMGenerator:
+class VLLMGenerator(Generator):
     """One vLLM engine; prompts go in as token ids, completions are finished like
     transformers' (Stopping.finish on the generated ids)."""
 
@@ -294,11 +303,6 @@ class VLLMGenerator:
         return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, n=n, seed=seed,
                               stop_token_ids=list(self.stopping.token_ids), stop=list(self.stopping.strings),
                               skip_special_tokens=False, spaces_between_special_tokens=False, **kw)
-
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
-        """Yield (index, greedy completion) as chunks finish."""
-        for i, samples in self.sample(prompts, max_new_tokens):
-            yield i, samples[0].text
 
     def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
                temperature: float = 0.0, top_p: float = 1.0,
@@ -368,7 +372,7 @@ def build_generator(backend: str, source: str, model_cfg, vllm_cfg=None, tokeniz
     return TransformersGenerator.load(source, model_cfg, tokenizer_source, batch_size)
 
 
-class DataParallelGenerator:
+class DataParallelGenerator(Generator):
     """`layout.engines` replicas of one generator, each in a worker process of its own on its
     GPU group (CUDA_VISIBLE_DEVICES), each generating a contiguous shard of the prompts; results
     come back as they finish, under the caller's prompt indices (cft.resources.shard_indices).
@@ -413,10 +417,6 @@ class DataParallelGenerator:
                     env=child_env(None if group is None else cuda_visible_devices(group))))
         print(f"[cft] generation: {len(self.workers)} {backend} engine(s) x tensor parallel "
               f"{layout.tensor_parallel_size}, logs in {self.dir}", flush=True)
-
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> Iterator[tuple[int, str]]:
-        for i, samples in self.sample(prompts, max_new_tokens):
-            yield i, samples[0].text
 
     def sample(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, n: int = 1,
                temperature: float = 0.0, top_p: float = 1.0,
