@@ -14,7 +14,9 @@ reader can see how much of a score came from fallbacks:
   none        nothing found
 
 Each rule parses its span more carefully than the official split-on-substring (the answer ends
-at the sentence end, `$...$` is unwrapped); pure string work, no heavy imports.
+at the sentence end, `$...$` is unwrapped); pure string work, no heavy imports. Every rule is
+linear in the length of the completion (a degenerate 1 MB completion full of unclosed `\\boxed{`
+takes milliseconds): this runs in the data stage and in evaluation, where no timeout applies.
 """
 from __future__ import annotations
 
@@ -23,43 +25,69 @@ import re
 CHOICE_BENCHMARKS = {"gpqa", "gpqa_diamond", "mmlu", "mmlu_pro", "mmlu-pro", "arc", "aqua", "sat_math"}
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)(?:\s*\{| +([^\s{$]+))")
-_SPAN = r"\s*(?:is|:|=)\s*:?\s*(.+?)(?:\.\s|\.?\s*$|\n)"
-_ANSWER_IS = re.compile(r"the\s+answer" + _SPAN, re.IGNORECASE | re.DOTALL)
-_FINAL_ANSWER_IS = re.compile(r"final\s+answer" + _SPAN, re.IGNORECASE | re.DOTALL)
-_MINERVA = re.compile(r"final answer is \$(.+?)\$\. I hope", re.DOTALL)
+_BRACE = re.compile(r"(?<!\\)[{}]")  # `\{` and `\}` are literal braces, not groups
+# The answer runs to the first sentence end, newline, or the end of the text. It is matched a
+# character at a time, except that a run of spaces not ending the line is taken whole: tried at
+# each of its characters, "only whitespace up to the end" would rescan the run (quadratic time).
+# The answers are those of `(.+?)(?:\.\s|\.?\s*$|\n)` with DOTALL, the form this replaces.
+_SPAN = r"\s*(?:is|:|=)\s*:?\s*((?:\S|[^\S\n]+(?=\S|\n)|\s(?=\s*$))+?)(?:\.\s|\.?\s*$|\n)"
+_ANSWER_IS = re.compile(r"the\s+answer" + _SPAN, re.IGNORECASE)
+_FINAL_ANSWER_IS = re.compile(r"final\s+answer" + _SPAN, re.IGNORECASE)
+_MINERVA_START, _MINERVA_END = "final answer is $", "$. I hope"
 _NUMBER = re.compile(r"-?\d*\.?\d+")
-_CHOICE_PATTERNS = [
-    re.compile(r"answer\s*(?:is|:)?\s*:?\s*\(?\$?\\?(?:text\{|textbf\{)?\(?([A-J])\b", re.IGNORECASE),
+_CHOICE_PATTERNS = [  # `\s*(?:is|:)?\s*:?\s*` written so that a run of spaces splits one way only
+    re.compile(r"answer\s*(?:(?:is|:)\s*)?(?::\s*)?\(?\$?\\?(?:text\{|textbf\{)?\(?([A-J])\b", re.IGNORECASE),
     re.compile(r"^\s*\(?([A-J])[).:]?\s*$"),
     re.compile(r"\(([A-J])\)"),
 ]
 
 
-def _braced(text: str, open_at: int) -> tuple[str, int] | None:
-    """The content of the brace group opening at `open_at` and the index after it."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
-            continue
-        if ch == "{" and (i == 0 or text[i - 1] != "\\"):
-            depth += 1
-        elif ch == "}" and (i == 0 or text[i - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1:i], i + 1
-    return None
+def _closing_braces(text: str, start: int, first_only: bool = False) -> dict[int, int]:
+    """{index of `{`: index of its `}`} for the brace groups opening at or after `start`, in one
+    pass; with `first_only`, stop once the group opening at `start` is closed."""
+    closing, opened = {}, []
+    for m in _BRACE.finditer(text, start):
+        if m.group() == "{":
+            opened.append(m.start())
+        elif opened:
+            closing[opened.pop()] = m.start()
+            if first_only and not opened:
+                break
+    return closing
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{}` or `\\fbox{}` (also `\\boxed 5`); None if absent or unclosed."""
-    for m in reversed(list(_BOX_START.finditer(text))):
-        if m.group(1):  # `\boxed 5`: up to the next `$` or whitespace
+    starts = list(_BOX_START.finditer(text))
+    if not starts:
+        return None
+    last = starts[-1]
+    if last.group(1):  # `\boxed 5`: up to the next `$` or whitespace
+        return last.group(1)
+    closing = _closing_braces(text, last.end() - 1, first_only=True)  # usually closed: read no further
+    if last.end() - 1 not in closing and len(starts) > 1:
+        closing = _closing_braces(text, starts[0].end() - 1)  # match every brace once, not once per box
+    for m in reversed(starts):
+        if m.group(1):
             return m.group(1)
-        got = _braced(text, m.end() - 1)
-        if got is not None:
-            return got[0].strip()
+        end = closing.get(m.end() - 1)
+        if end is not None:
+            return text[m.end():end].strip()
     return None
+
+
+def _minerva(text: str) -> str | None:
+    """The last "final answer is $X$. I hope" (Minerva's few-shot form), non-overlapping as
+    `re.findall(r"final answer is \\$(.+?)\\$\\. I hope", text, re.DOTALL)` reads them, but in
+    linear time: that regex rescans the rest of the text from every unfinished start."""
+    found, pos = None, 0
+    while (start := text.find(_MINERVA_START, pos)) >= 0:
+        content = start + len(_MINERVA_START)
+        end = text.find(_MINERVA_END, content + 1)
+        if end < 0:
+            break
+        found, pos = text[content:end], end + len(_MINERVA_END)
+    return found
 
 
 def _answer_is(text: str, pattern: re.Pattern = _ANSWER_IS) -> str | None:
@@ -102,9 +130,9 @@ def extract_with_rule(completion: str, benchmark: str | None = None,
     if name in CHOICE_BENCHMARKS:
         letter = _choice_letter(completion)
         return letter, "choice" if letter else "none"
-    minerva = _MINERVA.findall(completion)
-    if minerva and minerva[-1].strip():
-        return minerva[-1].strip(), "minerva"
+    minerva = _minerva(completion)
+    if minerva and minerva.strip():
+        return minerva.strip(), "minerva"
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed, "boxed"
