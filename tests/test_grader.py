@@ -7,6 +7,7 @@ import time
 import pytest
 
 from cft.answers import Grader, Verdict, check, fast_check
+from cft.answers.check import within_fast_limits
 from cft.datasets.champ_judge import judge_free_text
 from cft.io import read_jsonl, write_jsonl
 from helpers import cli
@@ -67,16 +68,19 @@ HOSTILE = ["5^{5^{5^5}}", "9^{9^{9^9}}", "(10^{10})!", "1000000!", "2^{10^{12}}"
 
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_hostile_answers_are_settled_without_sympy(hostile):
-    # decided by the structural guards: never equal, and no worker (nor its timeout) is needed
-    assert fast_check(hostile, "2") in (Verdict.TIMEOUT, Verdict.UNPARSABLE)
-    assert check(hostile, "x^2+1") in (Verdict.TIMEOUT, Verdict.UNPARSABLE)
+    # decided by the structural guards, never equal: in this process when the answer is within the
+    # fast path's sizes, else in a worker, where the full check settles it as quickly
+    settled = (Verdict.TIMEOUT, Verdict.UNPARSABLE)
+    assert fast_check(hostile, "2") in (settled if within_fast_limits(hostile) else (None,))
+    assert check(hostile, "x^2+1") in settled
 
 
-def test_hostile_answers_never_reach_a_worker():
+def test_hostile_answers_reach_a_worker_only_beyond_the_fast_path_sizes():
     with Grader(timeout=TIMEOUT, workers=1) as grader:
         verdicts = grader.grade([(h, "2") for h in HOSTILE])
-    assert Verdict.EQUAL not in verdicts
-    assert grader.stats["fast_path"] == len(HOSTILE) and not grader._pool and grader.stats["killed"] == 0
+    assert set(verdicts) <= {Verdict.TIMEOUT, Verdict.UNPARSABLE}
+    small = sum(map(within_fast_limits, HOSTILE))
+    assert grader.stats["fast_path"] == small == len(HOSTILE) - 2 and grader.stats["killed"] == 0
 
 
 def test_repeated_pairs_come_from_the_cache_and_one_pool_serves_many_batches():

@@ -14,7 +14,8 @@ The symbolic stage first asks the structural guards (`guards.costly`: power towe
 factorials and exponents, deep nesting, length -> TIMEOUT / UNPARSABLE at once) and the
 plain-value reader (`numeric.decide`), and only then latex2sympy + sympy (`symbolic`).
 `fast_check` runs the same rules with sympy replaced by "undecided": microseconds, and never a
-verdict `check` would not give. `check` can still be slow on input the guards do not recognise;
+verdict `check` would not give; it reads only answers within the FAST_MAX_* sizes, so no input
+can make it slow. `check` can still be slow on input the guards do not recognise;
 callers that grade model output should use `cft.answers.grader.Grader`, which runs the fast path
 in-process and the rest under a hard per-pair timeout in worker processes.
 """
@@ -25,14 +26,24 @@ import re
 from fractions import Fraction
 from typing import Callable
 
-from cft.answers.guards import costly
+from cft.answers.guards import MAX_DEPTH, MAX_NUMBER_EXPONENT, costly
 from cft.answers.normalize import normalize
 from cft.answers.numeric import decide
 from cft.answers.verdict import Verdict
 
 Symbolic = Callable[[str, str], Verdict]  # the last stage: sympy in `check`, deferral in `fast_check`
 REL_TOL = Fraction(1, 10_000)
-MAX_EXPONENT = 10_000  # exact powers of ten beyond this are left to sympy
+MAX_EXPONENT = MAX_NUMBER_EXPONENT  # beyond it: `\\times 10^{..}` is left to sympy, e-notation is TIMEOUT (guards)
+MAX_NUMBER_CHARS = 4_000  # longer numbers are not read exactly (Python refuses int() of 4,300+ digits)
+
+# What `fast_check` reads in the calling process, where no timeout applies. Beyond these sizes an
+# answer goes to the Grader's workers: the rules below are at most quadratic in the length, the
+# bracket depth (one recursion per level) and the number of commas (unordered lists match item
+# against item), so within them a pair costs milliseconds at worst, whatever its shape
+# (tests/test_hostile_answers.py fuzzes it).
+FAST_MAX_CHARS = 1_000  # longest benchmark reference: 210 characters; CHAMP's longest answer: 1,014
+FAST_MAX_DEPTH = MAX_DEPTH  # deepest benchmark reference: 4 brackets
+FAST_MAX_COMMAS = 64  # most in a benchmark reference: 47
 
 
 # Three words in a row outside LaTeX commands: prose, not a math answer (sympy would read it as
@@ -41,7 +52,7 @@ _PROSE = re.compile(r"(?:(?<![\\\w])[A-Za-z]{2,}[ ,;:]+){2}[A-Za-z]{2,}\b")
 _BOOLS = {"true": True, "yes": True, "false": False, "no": False}
 _CHOICE = re.compile(r"^\(?([A-Ja-j])\)?$")
 _INT = r"[-+]?\d+"
-_DEC = r"[-+]?(?:\d+\.?\d*|\.\d+)"
+_DEC = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"  # one way to match each string: backtracking is linear
 _SCI = re.compile(
     rf"^(?P<m>{_DEC})(?:[eE](?P<e>{_INT})|(?:\\times|\*|x)10\^(?:\{{(?P<b>{_INT})\}}|(?P<c>{_INT})))?$"
 )
@@ -59,8 +70,11 @@ def parse_number(s: str) -> tuple[Fraction, bool] | None:
     """(value, is_integer_literal) when the WHOLE string is a plain number, else None.
 
     Accepts 12, -3.5, .5, 4.5e33, 4.5\\times10^{33}, 10^{400}, \\frac{1}{2}, 1/2 (after
-    `normalize`, so no spaces). Exact: no float overflow, no rounding.
+    `normalize`, so no spaces). Exact: no float overflow, no rounding. None beyond
+    `MAX_NUMBER_CHARS` characters or an exponent of `MAX_EXPONENT`.
     """
+    if len(s) > MAX_NUMBER_CHARS:
+        return None
     m = _SCI.match(s)
     if m:
         exponent = m.group("e") or m.group("b") or m.group("c")
@@ -250,11 +264,59 @@ def check(prediction: str | None, reference: str) -> Verdict:
 
 def fast_check(prediction: str | None, reference: str) -> Verdict | None:
     """`check`'s verdict when it needs no sympy, else None: the same rules, run without the
-    symbolic stage, so it never disagrees with `check`. Microseconds; safe in the parent process."""
+    symbolic stage, so it never disagrees with `check`. Microseconds, and bounded by construction
+    (None at once for an answer beyond the FAST_MAX_* sizes): safe in the calling process."""
+    if prediction is None:
+        return Verdict.UNPARSABLE
+    if not (within_fast_limits(str(prediction)) and within_fast_limits(str(reference))):
+        return None
     try:
         return _check(prediction, reference, _undecided)
-    except Undecided:
+    except Exception:  # Undecided, or a rule that raises: the worker's full check says what it is
         return None
+
+
+def canonical_form(answer: str) -> str | None:
+    """A string that is the same for answers `check` certainly calls equal, or None where that
+    is not cheap to know: for grouping many sampled answers (maj@k) before any pairwise check.
+
+    A plain number gives its exact value (`1/2`, `0.5`, `\\frac{1}{2}`, `\\dfrac12` all give
+    "1/2"; `50%` gives "50%"); anything else its normalized string. Answers with equal forms are
+    EQUAL both ways round; equal answers may still have different forms (`\\sqrt{4}` and `2`), so
+    a caller checks across forms. Bounded like `fast_check`: None beyond its sizes, and for prose.
+    """
+    text = str(answer)
+    if not within_fast_limits(text) or _is_prose(text):
+        return None
+    form = normalize(text)
+    percent = form.endswith("%")
+    try:
+        number = parse_number(form.removesuffix("%"))
+    except (ValueError, ZeroDivisionError):
+        return None
+    if number is None:
+        return form
+    value = number[0]
+    if max(abs(value.numerator), value.denominator) >= 10**100:
+        return form  # printing the exact value costs more than this is worth
+    return f"{value}%" if percent else str(value)
+
+
+def within_fast_limits(answer: str) -> bool:
+    """Whether `answer` is small enough for the in-process fast path (the FAST_MAX_* sizes)."""
+    if len(answer) <= FAST_MAX_DEPTH:  # most answers: too short to break any limit
+        return True
+    if len(answer) > FAST_MAX_CHARS or answer.count(",") > FAST_MAX_COMMAS:
+        return False
+    openers = answer.count("(") + answer.count("[") + answer.count("{")
+    if openers <= FAST_MAX_DEPTH:
+        return True
+    depth = 0
+    for ch in answer:
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth > FAST_MAX_DEPTH:
+            return False
+    return True
 
 
 def _check(prediction: str | None, reference: str, symbolic: Symbolic) -> Verdict:

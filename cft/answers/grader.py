@@ -10,7 +10,9 @@ Why not reuse a library's grader:
 A pair goes through, in order:
 1. the cache of pairs seen in this Grader's life (pass@k, checkpoint selection repeat them);
 2. the fast path (`check.fast_check`): the checker's own rules without the symbolic stage, plus
-   the structural guards (`guards.costly`), in microseconds; it answers only where it is certain;
+   the structural guards (`guards.costly`), in microseconds; it answers only where it is certain.
+   No timeout applies in this process, so its work is bounded by the answers' size: an answer
+   longer, deeper or more comma-separated than `check.FAST_MAX_*` goes to a worker untouched;
 3. a worker running the full `check`. A worker that overruns its deadline is SIGKILLed and
    replaced, its pair gets `Verdict.TIMEOUT`, and the batch goes on. An exception inside a check
    is `Verdict.UNPARSABLE`; a worker that dies is replaced and its pair is UNPARSABLE too.
@@ -122,7 +124,8 @@ class Grader:
     ignored. `checker` is "cft" (`cft.answers.check`) or "math-verify" (its parse/verify with
     their signal timeouts off; ours applies). Reusable: the workers and the cache live until
     `close()`. `stats` counts verdicts plus `cached`, `fast_path`, `killed` and `crashed` over
-    the Grader's life; `durations` holds the seconds each pair of the last batch took.
+    the Grader's life; `durations` holds the seconds each pair of the last batch took, and
+    `local_durations` the part of them spent in the calling process (cache and fast path).
     """
 
     def __init__(self, timeout: float = 5.0, workers: int | None = None, checker: str = "cft",
@@ -136,6 +139,7 @@ class Grader:
         self.cache_size = cache_size
         self.stats: collections.Counter = collections.Counter()
         self.durations: list[float] = []
+        self.local_durations: list[float] = []
         self._cache: dict[tuple, str] = {}
         self._pool: list[_Worker] = []
         self._ctx = None
@@ -196,28 +200,28 @@ class Grader:
     def _run_tasks(self, tasks: list[tuple], fast, progress: bool, on_timeout: str, on_error: str) -> list[str]:
         results: list[str | None] = [None] * len(tasks)
         self.durations = [0.0] * len(tasks)
+        self.local_durations = [0.0] * len(tasks)
         queue: collections.deque[int] = collections.deque()
         # Timeouts are cached like any verdict: a degenerate model repeats its hostile answer.
         first: dict[tuple, int] = {}  # a task repeated within the batch runs once
         repeats: list[tuple[int, int]] = []
         for i, task in enumerate(tasks):
+            start = time.perf_counter()
             if task in self._cache:
                 results[i] = self._cache[task]
                 self.stats["cached"] += 1
-                continue
-            if task in first:
+            elif task in first:
                 repeats.append((i, first[task]))
                 self.stats["cached"] += 1
-                continue
-            first[task] = i
-            start = time.perf_counter()
-            verdict = fast(task[1])
-            self.durations[i] = time.perf_counter() - start
-            if verdict is None:
-                queue.append(i)
             else:
-                results[i] = verdict.value
-                self.stats["fast_path"] += 1
+                first[task] = i
+                verdict = fast(task[1])
+                if verdict is None:
+                    queue.append(i)
+                else:
+                    results[i] = verdict.value
+                    self.stats["fast_path"] += 1
+            self.durations[i] = self.local_durations[i] = time.perf_counter() - start
         # Tasks that share their longer answer run back to back, so one worker parses it once (its cache).
         queue = collections.deque(sorted(queue, key=lambda i: max(map(str, tasks[i][1][:2]), key=len)))
         bar = None

@@ -6,7 +6,9 @@ the Grader's hard timeout (which stays as the last line of defence):
 
 - longer than `MAX_CHARS` or nested deeper than `MAX_DEPTH` -> UNPARSABLE (latex2sympy's parser
   recurses per bracket and is slow on long input; no benchmark reference comes close);
-- a numeric exponent above `MAX_EXPONENT`, a factorial of more than `MAX_FACTORIAL`, a binomial
+- e-notation with an exponent above `MAX_NUMBER_EXPONENT` (`1e99999999999`), which
+  `check.parse_number` does not read exactly and latex2sympy would read as 1*E*99999999999,
+  and a numeric exponent above `MAX_EXPONENT`, a factorial of more than `MAX_FACTORIAL`, a binomial
   of more than `MAX_EXPONENT`, or a number of more than `MAX_DIGITS` digits built from powers /
   factorials (a power tower) -> TIMEOUT: the value exists but is too costly to compute.
 
@@ -17,6 +19,7 @@ latex2sympy only learn the size of a number by building it, which is the hang th
 from __future__ import annotations
 
 import math
+import re
 
 from cft.answers.verdict import Verdict
 
@@ -25,6 +28,8 @@ MAX_DEPTH = 20        # deepest benchmark reference: 4 brackets
 MAX_EXPONENT = 10**5  # largest exponent in a benchmark reference: 1009
 MAX_FACTORIAL = 10**4  # largest factorial in a benchmark reference: 100!
 MAX_DIGITS = 10**5
+MAX_NUMBER_EXPONENT = 10**4  # the largest power of ten `check.parse_number` reads exactly
+_E_NOTATION = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?(\d+)")
 
 
 class _Costly(Exception):
@@ -36,12 +41,24 @@ class _Reader:
 
     def __init__(self, s: str):
         self.s = s
+        # Each (rule, start) is read once: `1^1^1^...` would otherwise reread its tail at every `^`.
+        self.memo: dict[tuple[str, int], tuple[float, int] | None] = {}
 
     def factor(self, i: int) -> tuple[float, int] | None:
+        if ("factor", i) not in self.memo:
+            self.memo["factor", i] = self._factor(i)
+        return self.memo["factor", i]
+
+    def expr(self, i: int) -> tuple[float, int] | None:
+        if ("expr", i) not in self.memo:
+            self.memo["expr", i] = self._expr(i)
+        return self.memo["expr", i]
+
+    def _factor(self, i: int) -> tuple[float, int] | None:
         s = self.s
-        if i < len(s) and s[i].isdigit():
+        if i < len(s) and s[i].isdecimal():  # what int() reads: not `²`
             j = i
-            while j < len(s) and s[j].isdigit():
+            while j < len(s) and s[j].isdecimal():
                 j += 1
             digits = s[i:j].lstrip("0")
             mag = (len(digits) - 1 + math.log10(int(digits[:15]) / 10 ** (len(digits[:15]) - 1))) if digits else 0.0
@@ -73,7 +90,7 @@ class _Reader:
             raise _Costly
         return mag, i
 
-    def expr(self, i: int) -> tuple[float, int] | None:
+    def _expr(self, i: int) -> tuple[float, int] | None:
         total, first = 0.0, True
         while True:
             term = self.factor(i)
@@ -97,6 +114,9 @@ def costly(answer: str) -> Verdict | None:
     """UNPARSABLE / TIMEOUT for an answer too long, deep or large to evaluate; None if it is fine."""
     if len(answer) > MAX_CHARS:
         return Verdict.UNPARSABLE
+    e_notation = _E_NOTATION.fullmatch(answer)
+    if e_notation and int(e_notation.group(1)) > MAX_NUMBER_EXPONENT:
+        return Verdict.TIMEOUT
     depth = deepest = 0
     for ch in answer:
         depth += (ch in "([{") - (ch in ")]}")
@@ -105,7 +125,7 @@ def costly(answer: str) -> Verdict | None:
         return Verdict.UNPARSABLE
     reader = _Reader(answer)
     for i, ch in enumerate(answer):
-        starts_factor = (ch.isdigit() and (i == 0 or not answer[i - 1].isdigit())) or ch in "({"
+        starts_factor = (ch.isdecimal() and (i == 0 or not answer[i - 1].isdecimal())) or ch in "({"
         try:
             if starts_factor:
                 reader.factor(i)

@@ -3,8 +3,8 @@
 Removes what never changes an answer's value: math delimiters, `\\left`/`\\right`, spacing
 commands, `\\text{}` wrappers and trailing units, `\\dfrac`/`\\tfrac`, degree marks, thousands
 separators, a trailing period, and (on the prediction only) an `x =` prefix. A `%` is kept as a
-plain `%` so the number checker can decide what it means. All regexes are linear-time: this runs
-in the parent process, outside the grader's hard timeout.
+plain `%` so the number checker can decide what it means. Linear in the length (no regex here can
+backtrack more than linearly): it also runs on whole hostile answers in the grader's workers.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _UNITS = (
     "mol", "L", "mL", "m/s", "km/s", "cm\\^\\{?-?\\d\\}?", "m\\^\\{?-?\\d\\}?", "points?",
     "people", "students?", "ways", "games", "marbles", "apples", "books",
 )
-_UNIT_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|mathbf|operatorname)\s*\{\s*~?\s*(?:" + "|".join(_UNITS) + r")\s*\}(?:\^\{?-?\d\}?)?\s*$")
+_UNIT_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|mathbf|operatorname)\s*\{\s*(?:~\s*)?(?:" + "|".join(_UNITS) + r")\s*\}(?:\^\{?-?\d\}?)?\s*$")
 _UNIT_PLAIN = re.compile(r"(?<=[\d}.])\s+(?:" + "|".join(u for u in _UNITS if len(u) >= 2 and "\\" not in u) + r")\s*$")
 _TEXT_WRAP = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|mathbf|textit|operatorname)\s*\{([^{}]*)\}")
 _SPACES = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|\s+")
@@ -64,11 +64,23 @@ def normalize(answer: str, *, is_prediction: bool = False) -> str:
 
 
 def _strip_trailing_periods(s: str) -> str:
+    """`s` without trailing whitespace, `\\.` and `.`; an index walks back instead of slicing at each
+    step, which is quadratic on a long run of periods."""
+    if not s or not (s[-1] == "." or s[-1].isspace()):
+        return s
+    end = len(s)
     while True:
-        t = s.rstrip().removesuffix("\\.").removesuffix(".").rstrip()
-        if t == s:
-            return s
-        s = t
+        before = end
+        while end and s[end - 1].isspace():
+            end -= 1
+        if s.endswith("\\.", 0, end):
+            end -= 2
+        if s.endswith(".", 0, end):
+            end -= 1
+        while end and s[end - 1].isspace():
+            end -= 1
+        if end == before:
+            return s[:end]
 
 
 def _balanced_inner(s: str) -> bool:
