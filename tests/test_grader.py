@@ -141,14 +141,17 @@ def test_cli_grades_a_file_and_keeps_fields(tmp_path):
 
 
 @pytest.mark.parametrize("bad_line, message", [
-    ("{not json", "not valid JSON"),
-    ('{"prediction": "1"}', "missing field(s) reference"),
+    (b"{not json", "not valid JSON"),
+    (b'{"prediction": "1"}', "missing field(s) reference"),
+    (b'{"prediction": "caf\xe9", "reference": "1"}', "not valid UTF-8 (byte 0xe9"),  # Latin-1, not UTF-8
+    (b'{"prediction": ["1", "2"], "reference": "1"}', "`prediction` must be a string or null, got list"),
+    (b'{"prediction": "1", "reference": null}', "`reference` must be a string, got null"),
 ])
 def test_cli_names_file_and_line_of_bad_input(tmp_path, bad_line, message):
     pairs, out = tmp_path / "pairs.jsonl", tmp_path / "out.jsonl"
-    pairs.write_text('{"prediction": "1", "reference": "1"}\n\n' + bad_line + "\n")
+    pairs.write_bytes(b'{"prediction": "1", "reference": "1"}\n\n' + bad_line + b"\n")
     result = cli(str(pairs), "--out", str(out), module="cft.answers", outputs=tmp_path, cache=tmp_path,
                  timeout=120)
     assert result.returncode == 2
-    assert f"{pairs}:3: {message}" in result.stderr
+    assert f"{pairs}:3: {message}" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()

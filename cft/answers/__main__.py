@@ -1,8 +1,10 @@
 """Grade a JSONL file of answer pairs: `python -m cft.answers PAIRS.jsonl --out OUT.jsonl`.
 
-Each input line needs `prediction` (string or null) and `reference`; other fields (an
-`answer_type`, ids) are carried to the output unread. Each output line is the input line plus
-`verdict` (and `verdict_math_verify` with --compare).
+Each input line needs `prediction` (string or null) and `reference` (a string; JSON numbers are
+read as their text); other fields (an `answer_type`, ids) are carried to the output unread. Each
+output line is the input line plus `verdict` (and `verdict_math_verify` with --compare). A line
+that is not UTF-8, not a JSON object, or has a field of another type stops the run before any
+grading, with the file and line.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 
 from cft.answers.grader import CHECKERS, Grader
-from cft.io import DataError, read_jsonl, write_jsonl
+from cft.io import DataError, iter_jsonl_lines, write_jsonl
 
 
 def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
@@ -28,6 +30,20 @@ def _grade(rows: list[dict], checker: str, args) -> tuple[list[str], float]:
     return [v.value for v in verdicts], seconds
 
 
+def _read_pairs(path: Path) -> list[dict]:
+    """The rows of `path`; DataError naming the file and line of the first bad one (a list as
+    `prediction` would otherwise surface as a TypeError from inside the grader)."""
+    rows = []
+    for line, row in iter_jsonl_lines(path, required=("prediction", "reference")):
+        for field, allowed, wanted in (("prediction", (str, int, float, type(None)), "a string or null"),
+                                       ("reference", (str, int, float), "a string")):
+            if not isinstance(row[field], allowed):
+                kind = "null" if row[field] is None else type(row[field]).__name__
+                raise DataError(f"{path}:{line}: `{field}` must be {wanted}, got {kind}")
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cft.answers", description=__doc__.splitlines()[0])
     parser.add_argument("pairs", type=Path, help="JSONL with prediction, reference")
@@ -38,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
     try:
-        rows = read_jsonl(args.pairs, required=("prediction", "reference"))
+        rows = _read_pairs(args.pairs)
     except (DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
