@@ -260,6 +260,14 @@ class TrackingConfig:
 
 
 @dataclass
+class ReportConfig:
+    # A sweep's report (python -m cft.report DIR) shows each row's difference from its baseline
+    # row: the row with these values and the same other keys, e.g. "method=sft" (the paper's SFT
+    # rows; several keys space-separated). null: no baseline column.
+    baseline: Optional[str] = None
+
+
+@dataclass
 class PathsConfig:
     benchmarks: str = MISSING
     cache: str = MISSING
@@ -278,6 +286,7 @@ class CFTConfig:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     run_name: str = MISSING

@@ -61,6 +61,12 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
 
+    @property
+    def provenance(self) -> Path:
+        """What makes the run's numbers comparable (cft.provenance): versions, hardware, engine,
+        sampling, hashes of prompts, benchmarks, weights and grader."""
+        return self.root / "provenance.json"
+
     # --- data ------------------------------------------------------------------------------
     @property
     def records(self) -> Path:

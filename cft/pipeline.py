@@ -297,7 +297,7 @@ def _run_stages(cfg: DictConfig, paths: RunPaths, world_size: int, lock) -> dict
         write_json(paths.run_info, {**git_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                     "world_size": world_size})
 
-    summary, upstream, released = {}, "", False
+    summary, upstream, released, ran = {}, "", False, False
     with track(cfg, paths):  # W&B run on rank 0 when tracking.mode allows; id kept in the run dir
         for stage in STAGES:
             fp = fingerprint(cfg, stage, upstream)
@@ -333,6 +333,11 @@ def _run_stages(cfg: DictConfig, paths: RunPaths, world_size: int, lock) -> dict
                                     "outputs": manifest(paths.root, paths.stage_outputs(stage)),
                                     "inputs": inputs_of(paths, stage)})
             summary[stage] = result
+            ran = True
+    if ran and distributed.is_main():  # once, after the stages: the weights and environment they scored
+        from cft import provenance
+
+        provenance.write(cfg, paths)
     return summary
 
 

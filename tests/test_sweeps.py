@@ -19,7 +19,7 @@ from cft.validation import validate
 from helpers import ROOT, cli
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-PAPER_GRIDS = {"main-table": 9, "main-table-sft-gpt4o": 3, "dataset-ablation": 6, "noisy-source-ablation": 2,
+PAPER_GRIDS = {"main-table": 27, "main-table-sft-gpt4o": 3, "dataset-ablation": 6, "noisy-source-ablation": 2,
                "teacher-ablation": 2, "qwen32b-4k": 1, "champ-noisy-models": 8}
 
 
@@ -50,7 +50,8 @@ def test_every_cell_composes_and_validates(compose, experiment):
         cfg = compose([f"+experiment={experiment}", f"cluster={cluster}", *cell])
         for override in parser.parse_overrides(cell):  # the swept value really reached the config
             key = override.get_key_element()
-            got = OmegaConf.select(cfg, key if "." in key else f"{key}.name")
+            group = "." not in key and OmegaConf.is_dict(cfg.get(key))  # `model=...`, not `seed=...`
+            got = OmegaConf.select(cfg, f"{key}.name" if group else key)
             got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
             assert got == override.value(), (key, got)
         world = max(1, cfg.cluster.gpus_per_node) * cfg.cluster.nodes

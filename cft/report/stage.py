@@ -1,9 +1,11 @@
-"""The `report` stage: one run's results table (printed, results.json, results.md)."""
+"""The `report` stage: one run's results table (printed, results.json, results.md), each score with
+its 95 % interval (cft.stats, from the per-problem rows of eval/<benchmark>.jsonl)."""
 from __future__ import annotations
 
 from cft.benchmarks import PAPER_BENCHMARKS
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
+from cft.report.evidence import pm, uncertainty
 
 
 def run(cfg, paths: RunPaths) -> dict:
@@ -19,6 +21,8 @@ def run(cfg, paths: RunPaths) -> dict:
         "accuracy": accuracy, "average": average,
         "n": {b: evald[b]["n"] for b in names},
         "grader_timeouts": {b: evald[b]["timeouts"] for b in names},
+        # Per benchmark and "macro": se, ci95, half_width (points), problem_points, method.
+        "uncertainty": uncertainty(paths),
     }
     if paths.critic_metrics.exists():
         results["critic"] = read_json(paths.critic_metrics)
@@ -28,10 +32,10 @@ def run(cfg, paths: RunPaths) -> dict:
     header = "| model | method | dataset | teacher | " + " | ".join(names) + " | avg |"
     sep = "|" + "---|" * (5 + len(names))
     row = (f"| {cfg.model.name} | {cfg.method.name} | {cfg.dataset.name} | {cfg.teacher.name} | "
-           + " | ".join(f"{accuracy[b]:.1f}" for b in names) + f" | {average:.1f} |")
+           + " | ".join(_cell(results, b) for b in names) + f" | {_cell(results, 'macro')} |")
     with atomic_open(paths.results_md) as f:
         f.write(f"# {cfg.run_name}\n\n{header}\n{sep}\n{row}\n\n"
-                f"n per benchmark: {results['n']}\n")
+                f"n per benchmark: {results['n']}\n\n{_legend(results, names)}\n")
     _print_table(results, names)
     return {"average": average}
 
@@ -44,6 +48,25 @@ def _print_table(results: dict, names: list[str]) -> None:
     for col in ["model", "method", *names, "avg"]:
         table.add_column(col, justify="right" if col not in ("model", "method") else "left")
     table.add_row(results["model"], results["method"],
-                  *[f"{results['accuracy'][b]:.1f} (n={results['n'][b]})" for b in names],
-                  f"{results['average']:.1f}")
+                  *[f"{_cell(results, b)} (n={results['n'][b]})" for b in names], _cell(results, "macro"))
     Console().print(table)
+    print(_legend(results, names))
+
+
+def _cell(results: dict, name: str) -> str:
+    """`score ± half-width of its 95 % interval` (the average for "macro"), the bare score when
+    the run has no per-problem rows to measure it on."""
+    score = results["average"] if name == "macro" else results["accuracy"][name]
+    return pm(score, (results["uncertainty"].get(name) or {}).get("half_width"))
+
+
+def _legend(results: dict, names: list[str]) -> str:
+    """How to read ±: the interval, and what one problem is worth on each benchmark."""
+    u = results["uncertainty"]
+    if not u:
+        return "(no per-problem rows: scores without intervals)"
+    worth = ", ".join(f"{b} {u[b]['problem_points']:.2f}" for b in names if b in u)
+    kinds = sorted({u[b]["method"] for b in names if b in u})
+    how = {"wilson": "Wilson (1 sample/problem)", "clustered": "problem-clustered SE (n samples/problem)"}
+    return (f"± = half-width of the 95% interval ({', '.join(how.get(k, k) for k in kinds)}; "
+            f"avg: from the benchmarks' SEs). One problem is worth (points): {worth}.")

@@ -9,6 +9,11 @@ with a config but no readable results.json (missing, truncated, or a damaged con
 row of "failed" whose note names the file and what is wrong with it; a benchmark a run lacks is
 "—". Formatting is hand-written because every cell needs its own marker (bold best,
 failed, missing), which pandas' writers do not express without jinja2/tabulate extras.
+
+Uncertainty (cft.report.sweep): a single run's score reads "41.2 ± 3.4" (its 95% interval); runs
+that differ only in `seed` are one row, "41.2 (sd 1.3)" with a `seeds` column; with a baseline
+(`report.baseline` in the runs' config, e.g. "method=sft", or --baseline) a column gives each
+row's average minus its baseline row's, with a 95% interval and * where it excludes 0.
 """
 from __future__ import annotations
 
@@ -23,15 +28,16 @@ from omegaconf import OmegaConf
 
 from cft.benchmarks import PAPER_BENCHMARKS
 from cft.io import atomic_open, read_json
+from cft.report import sweep
 
-DISPLAY = {"math-500": "MATH-500", "minerva_math": "Minerva-Math", "gsm8k": "GSM8K",
+DISPLAY = {"math": "MATH", "math-500": "MATH-500", "minerva_math": "Minerva-Math", "gsm8k": "GSM8K",
            "olympiadbench": "OlympiadBench", "aime24": "AIME24", "amc23": "AMC23",
            "theoremqa": "TheoremQA"}
 METHOD_ORDER = ["sft", "sft-verified", "sft-teacher", "cft", "cft-sft"]
 SFT_METHODS = ("sft", "sft-verified", "sft-teacher")
 CFT_METHODS = ("cft", "cft-sft")
 # Keys that differ between runs without describing the experiment.
-IGNORED = ("run_dir", "run_name", "sweep_name", "paths.", "tracking.", "stages", "cluster.")
+IGNORED = ("run_dir", "run_name", "sweep_name", "paths.", "tracking.", "stages", "cluster.", "report.")
 MISSING, FAILED = "—", "failed"
 DELTA = "Δ CFT vs best SFT"
 NOTE = "note"  # the column naming a failed run's missing or damaged file
@@ -63,10 +69,22 @@ class Row:
     best: set[str] = field(default_factory=set)
     # Problems per benchmark, for the columns whose number of problems differs between runs.
     counts: dict[str, int | None] = field(default_factory=dict)
+    # The runs this row aggregates (differing only in seed), and how many of them have results.
+    runs: list[Run] = field(default_factory=list)
+    # Per column ("average" too): sd over seeds (several runs), or the 95% half-width (one run).
+    sd: dict[str, float] = field(default_factory=dict)
+    half_width: dict[str, float] = field(default_factory=dict)
+    # Against the baseline row: (Δ average, 95% low, high) or (Δ, None, None); "baseline" for it.
+    vs_baseline: tuple | str | None = None
 
     @property
     def failed(self) -> bool:
         return self.run.results is None
+
+    @property
+    def seeds(self) -> str:
+        ok = sum(r.results is not None for r in self.runs)
+        return str(ok) if ok == len(self.runs) else f"{ok} of {len(self.runs)}"
 
 
 @dataclass
@@ -74,6 +92,10 @@ class Table:
     key_columns: list[str]
     benchmarks: list[str]
     rows: list[Row]
+    # How the scores were obtained (eval preset and sampling), one entry per protocol in the table.
+    protocols: list[str] = field(default_factory=list)
+    baseline: str | None = None  # "method=sft": the rows' Δ column is against that row
+    seeded: bool = False  # rows aggregate runs that differ only in seed (a `seeds` column)
 
     @property
     def has_delta(self) -> bool:
@@ -185,28 +207,52 @@ def row_keys(runs: list[Run]) -> list[str]:
     return keys + [k for k in shown if not _is_choice(k)]
 
 
+def eval_protocol(config: dict) -> str:
+    """A run's evaluation protocol from its flattened config: the eval preset, greedy or its
+    sampling (n, T, top_p), and so what its scores are (a run from before sampling is greedy)."""
+    name = f"eval={config['eval.name']}" if config.get("eval.name") else "eval"
+    try:
+        n, temperature = int(config.get("eval.n") or 1), float(config.get("eval.temperature") or 0)
+    except (TypeError, ValueError):  # an unresolved interpolation: say so rather than guess
+        return f"{name}: sampling {config.get('eval.n')!r} / {config.get('eval.temperature')!r}"
+    if temperature == 0:
+        return f"{name}: greedy, accuracy of one completion"
+    return f"{name}: n={n}, T={temperature:g}, top_p={float(config.get('eval.top_p') or 1):g}, scores are avg@{n}"
+
+
 def _label(key: str) -> str:
     return key[: -len(".name")] if key.endswith(".name") else key
 
 
-def build_table(runs: list[Run]) -> Table:
+def build_table(runs: list[Run], baseline: str | None = None) -> Table:
+    """The table of `runs`; `baseline` ("method=sft") overrides the runs' report.baseline."""
     keys = row_keys(runs)
+    seeded = sweep.SEED in keys
+    keys = [k for k in keys if k != sweep.SEED]
     present = {b for r in runs if r.results for b in r.results["accuracy"]}
     benchmarks = [b for b in PAPER_BENCHMARKS if b in present] + sorted(present - set(PAPER_BENCHMARKS))
     # Problems per score, shown where they differ between runs (a slice beside a full set).
     counts = {b: {_count(r, b) for r in runs if r.results and b in r.results["accuracy"]} for b in benchmarks}
     counted = [b for b in benchmarks if len(counts[b]) > 1]
-    rows = []
-    for run in runs:
-        acc = run.results["accuracy"] if run.results else {}
-        cells = {b: acc.get(b) for b in benchmarks}
-        values = list(cells.values())
+    def average_of(run: Run) -> float | None:
         # The average is over the table's columns, so it is only comparable when none is missing;
         # computed from the rounded accuracies exactly as the report stage does.
-        average = round(sum(values) / len(values), 2) if values and None not in values else None
-        shown = {_label(k): str(run.config.get(k)) if run.config else "?" for k in keys}
-        rows.append(Row(run, shown, cells, average,
-                        counts={b: _count(run, b) for b in counted if run.results and b in acc}))
+        values = [run.results["accuracy"].get(b) for b in benchmarks]
+        return round(sum(values) / len(values), 2) if values and None not in values else None
+
+    def shown(run: Run) -> dict[str, str]:
+        return {_label(k): str(run.config.get(k)) if run.config else "?" for k in keys}
+
+    rows = []
+    # Runs that differ only in seed are one row (a damaged config is a row of its own).
+    for group in sweep.group_by_seed(runs, lambda r: tuple(shown(r).items()) if r.config else (str(r.run_dir),)):
+        ok = [r for r in group if r.results]
+        run = ok[0] if ok else group[0]
+        acc = run.results["accuracy"] if run.results else {}
+        cells, average, sd = sweep.aggregate(ok, benchmarks, average_of)
+        rows.append(Row(run, shown(run), cells, average,
+                        counts={b: _count(run, b) for b in counted if run.results and b in acc},
+                        runs=group, sd=sd, half_width=sweep.half_widths(run, benchmarks) if len(ok) == 1 else {}))
     labels = [_label(k) for k in keys]
     method_rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows.sort(key=lambda r: ([r.keys[k] for k in labels if k != "method"],
@@ -214,7 +260,11 @@ def build_table(runs: list[Run]) -> Table:
                              str(r.run.run_dir)))
     _mark_best(rows, benchmarks)
     _deltas(rows, labels)
-    return Table(labels, benchmarks, rows)
+    baseline = sweep.baseline_of(runs, baseline)
+    if baseline:
+        _vs_baseline(rows, labels, sweep.parse_baseline(baseline), benchmarks)
+    return Table(labels, benchmarks, rows, sorted({eval_protocol(r.config) for r in runs}), baseline,
+                 seeded and any(len(r.runs) > 1 for r in rows))
 
 
 def _count(run: Run, benchmark: str) -> int | None:
@@ -248,17 +298,69 @@ def _deltas(rows: list[Row], labels: list[str]) -> None:
             r.delta = round(r.average - max(sft), 2)
 
 
+def _vs_baseline(rows: list[Row], labels: list[str], spec: dict[str, str], benchmarks: list[str]) -> None:
+    """Each row's average minus its baseline row's (the row with the spec's values and the same
+    other keys), with the paired bootstrap interval where both have per-problem rows."""
+    unknown = [k for k in spec if k not in labels]
+    if unknown:
+        raise ValueError(f"report.baseline names {unknown}, not a column of this table ({labels})")
+    for r in rows:
+        if r.failed or r.average is None:
+            continue
+        if all(r.keys[k] == v for k, v in spec.items()):
+            r.vs_baseline = "baseline"
+            continue
+        base = [s for s in rows if not s.failed and s.average is not None
+                and all(s.keys[k] == (spec[k] if k in spec else r.keys[k]) for k in labels)]
+        if not base:
+            continue
+        dirs = lambda row: [x.run_dir for x in row.runs if x.results]  # noqa: E731
+        measured = sweep.delta_interval(dirs(r), dirs(base[0]), benchmarks)
+        r.vs_baseline = measured or (round(r.average - base[0].average, 2), None, None)
+
+
 # --- rendering -------------------------------------------------------------------------------
-def _cell(row: Row, col: str, fmt: str = "{:.1f}", counts: bool = True) -> tuple[str, bool]:
-    """(text, is_best) for a benchmark or "average" cell; "41.2 (n=8)" where the column's number
-    of problems differs between runs (`counts`: the CSV has them in columns of their own)."""
+def _cell(row: Row, col: str, fmt: str = "{:.1f}", counts: bool = True, pm: str = "±") -> tuple[str, bool]:
+    """(text, is_best) for a benchmark or "average" cell: "41.2 ± 3.4" (one run, its 95%
+    interval) or "41.2 (sd 1.3)" (several seeds), and "(n=8)" where the column's number of
+    problems differs between runs (`counts`; the CSV has all of these in columns of their own)."""
     if row.failed:
         return FAILED, False
     value = row.average if col == "average" else row.cells[col]
     if value is None:
         return MISSING, False
+    spread = ""
+    if counts and col in row.sd:
+        spread = f" (sd {fmt.format(row.sd[col])})"
+    elif counts and col in row.half_width:
+        spread = f" {pm} {fmt.format(row.half_width[col])}"
     n = f" (n={'?' if row.counts[col] is None else row.counts[col]})" if counts and col in row.counts else ""
-    return fmt.format(value) + n, col in row.best
+    return fmt.format(value) + spread + n, col in row.best
+
+
+def _baseline_text(row: Row) -> str:
+    """"+3.1 [+0.4, +5.8]*": Δ average and its 95% interval, * where it excludes 0."""
+    if row.failed:
+        return FAILED
+    if row.vs_baseline is None or isinstance(row.vs_baseline, str):
+        return row.vs_baseline or MISSING
+    delta, lo, hi = row.vs_baseline
+    if lo is None:
+        return f"{delta:+.1f}"
+    return f"{delta:+.1f} [{lo:+.1f}, {hi:+.1f}]" + ("*" if lo > 0 or hi < 0 else "")
+
+
+def legend(table: Table) -> str:
+    """How to read the table's ±, sd and Δ-vs-baseline cells."""
+    parts = []
+    if any(r.half_width for r in table.rows):
+        parts.append("± = 95% interval half-width of one run (Wilson, or problem-clustered with n samples)")
+    if table.seeded:
+        parts.append("sd = standard deviation over the seeds in `seeds`")
+    if table.baseline:
+        parts.append(f"Δ vs {table.baseline}: average minus the baseline row's, [95% paired bootstrap interval "
+                     "over problems], * where it excludes 0")
+    return "; ".join(parts)
 
 
 def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
@@ -270,7 +372,8 @@ def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
 
 
 def headers(table: Table) -> list[str]:
-    return [*table.key_columns, *(DISPLAY.get(b, b) for b in table.benchmarks), "Avg.",
+    return [*table.key_columns, *(["seeds"] if table.seeded else []), *(DISPLAY.get(b, b) for b in table.benchmarks),
+            "Avg.", *([f"Δ vs {table.baseline}"] if table.baseline else []),
             *([DELTA] if table.has_delta else []), *([NOTE] if table.has_notes else [])]
 
 
@@ -283,15 +386,19 @@ def to_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(headers(table)) + " |",
              "|" + "|".join(":--" if h in table.key_columns or h == NOTE else "--:" for h in headers(table)) + "|"]
     for r in table.rows:
-        cells = [r.keys[k] for k in table.key_columns]
+        cells = [r.keys[k] for k in table.key_columns] + ([r.seeds] if table.seeded else [])
         for col in [*table.benchmarks, "average"]:
             text, best = _cell(r, col)
             cells.append(f"**{text}**" if best else text)
+        if table.baseline:
+            cells.append(_baseline_text(r))
         if table.has_delta:
             cells.append(_delta_text(r))
         if table.has_notes:
             cells.append(r.run.note)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", legend(table)] if legend(table) else []
+    lines += ["", "Scores: " + "; ".join(table.protocols)] if table.protocols else []
     return "\n".join(lines) + "\n"
 
 
@@ -300,14 +407,23 @@ def to_csv(table: Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     counted = counted_columns(table)
-    writer.writerow([*table.key_columns, *table.benchmarks, "average",
+    columns = [*table.benchmarks, "average"]
+    spread = [c for c in columns if any(c in r.sd or c in r.half_width for r in table.rows)]
+    vs = table.baseline is not None
+    writer.writerow([*table.key_columns, *(["seeds"] if table.seeded else []), *table.benchmarks, "average",
                      *(["delta_cft_vs_best_sft"] if table.has_delta else []), *(f"n.{b}" for b in counted),
+                     *(f"sd.{c}" for c in spread), *(f"ci95_half.{c}" for c in spread),
+                     *(["delta_vs_baseline", "delta_ci95_low", "delta_ci95_high"] if vs else []),
                      "status", "best", "run_dir", "problem"])
     for r in table.rows:
         cells = [_cell(r, c, "{}", counts=False)[0] for c in [*table.benchmarks, "average"]]
         delta = [_delta_text(r, "{:+}")] if table.has_delta else []
         n = ["" if r.counts.get(b) is None else r.counts[b] for b in counted]
-        writer.writerow([*(r.keys[k] for k in table.key_columns), *cells, *delta, *n,
+        n += [r.sd.get(c, "") for c in spread] + [r.half_width.get(c, "") for c in spread]
+        if vs:
+            n += list(r.vs_baseline) if isinstance(r.vs_baseline, tuple) else [r.vs_baseline or "", "", ""]
+        writer.writerow([*(r.keys[k] for k in table.key_columns), *([r.seeds] if table.seeded else []),
+                         *cells, *delta, *n,
                          "failed" if r.failed else "ok", ";".join(c for c in [*table.benchmarks, "average"]
                                                                  if c in r.best), str(r.run.run_dir),
                          r.run.problem or ""])
@@ -333,16 +449,19 @@ def to_latex(table: Table) -> str:
         if previous_model is not None and r.keys["model"] != previous_model:
             lines.append(r"\midrule")
         previous_model = r.keys["model"]
-        cells = [_tex(r.keys[k]) for k in table.key_columns]
+        cells = [_tex(r.keys[k]) for k in table.key_columns] + ([r.seeds] if table.seeded else [])
         for col in [*table.benchmarks, "average"]:
-            text, best = _cell(r, col)
-            cells.append(rf"\textbf{{{_tex(text)}}}" if best else _tex(text))
+            text, best = _cell(r, col, pm="\x01")
+            text = _tex(text).replace("\x01", r"$\pm$")
+            cells.append(rf"\textbf{{{text}}}" if best else text)
+        if table.baseline:
+            cells.append(_tex(_baseline_text(r)))
         if table.has_delta:
             cells.append(_tex(_delta_text(r)))
         if table.has_notes:
             cells.append(_tex(r.run.note))
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}"] + [f"% Scores: {p}" for p in table.protocols]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,8 @@ import html
 from pathlib import Path
 
 from cft.io import atomic_open
-from cft.report.tables import DELTA, NOTE, Table, _cell, _delta_text, headers, to_markdown
+from cft.report.tables import (DELTA, NOTE, Table, _baseline_text, _cell, _delta_text, headers, legend,
+                               to_markdown)
 
 CAPTIONS = {"loss": "Training loss per run", "accuracy": "Accuracy by benchmark and method",
             "selection": "Checkpoint selection: MATH-500 accuracy vs step"}
@@ -26,7 +27,7 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
     """report.md and report.html beside the images (relative links, so the folder travels)."""
     out_dir = Path(out_dir)
     failed = _failed_runs(table)
-    md = [f"# {title}\n", f"{len(table.rows)} runs. Best value per column (within a base model) "
+    md = [f"# {title}\n", f"{sum(len(r.runs) or 1 for r in table.rows)} runs. Best value per column (within a base model) "
           f"in bold; `—` = benchmark not evaluated, `failed` = run without readable results.\n",
           to_markdown(table)]
     if failed:
@@ -40,9 +41,12 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
     body = []
     for r in table.rows:
         cells = [f"<td>{html.escape(r.keys[k])}</td>" for k in table.key_columns]
+        cells += [f"<td class=num>{html.escape(r.seeds)}</td>"] if table.seeded else []
         for col in [*table.benchmarks, "average"]:
             text, best = _cell(r, col)
             cells.append(f"<td class=num>{'<b>' + text + '</b>' if best else html.escape(text)}</td>")
+        if table.baseline:
+            cells.append(f"<td class=num>{html.escape(_baseline_text(r))}</td>")
         if DELTA in headers(table):
             cells.append(f"<td class=num>{html.escape(_delta_text(r))}</td>")
         if NOTE in headers(table):
@@ -57,6 +61,7 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
             "td.num{text-align:right}img{max-width:100%}</style>"
             f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{''.join(body)}</table>"
+            f"<p>{html.escape(legend(table))}</p>"
             f"{failed_html}{figures}\n")
     with atomic_open(out_dir / "report.html") as f:
         f.write(page)
@@ -105,7 +110,7 @@ def _dataframe(table: Table):
     for r in table.rows:
         row = dict(r.keys)
         for col in [*table.benchmarks, "average"]:
-            row[col] = _cell(r, col, "{}")[0]
+            row[col] = _cell(r, col, "{}", counts=False)[0]
         row["delta_cft_vs_best_sft"] = _delta_text(r, "{:+}")
         row["problem"] = r.run.problem or ""
         rows.append(row)
