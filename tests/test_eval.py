@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 
 import pytest
 
@@ -9,7 +10,7 @@ from cft.benchmarks import get_benchmark
 from cft.distributed import single_process_env as child_env
 from cft.eval.critic import critic_metrics, heldout_pairs
 from cft.eval.stage import run as evaluate
-from cft.io import read_json
+from cft.io import read_json, read_jsonl
 from cft.paths import RunPaths
 from cft.pipeline import IN_CHILD
 from cft.templates import eval_prompt
@@ -42,19 +43,32 @@ def overfit(source, out_dir, pairs, steps=80):
     return loss.item()
 
 
-def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, tmp_path):
+@pytest.fixture(scope="module")
+def answering_model(tiny_source, tmp_path_factory):
+    """The tiny model trained to answer the first two GSM8K questions right (not the third),
+    with its tokenizer: a model whose scores are neither 0 nor 100."""
+    from cft.benchmarks import SHIPPED
+
+    out = tmp_path_factory.mktemp("answering") / "model"
+    items = get_benchmark("gsm8k").load(SHIPPED, 2)
+    pairs = [(eval_prompt("qwen25-math-cot", it["question"]), f"The answer is $\\boxed{{{it['reference']}}}$.")
+             for it in items]
+    assert overfit(tiny_source, out, pairs) < 0.05
+    for f in tiny_source.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy(f, out)
+    return out
+
+
+def test_checkpoint_selection_picks_the_better_checkpoint(compose, tiny_source, answering_model):
     cfg = compose(["stages=[eval]", "eval.select_checkpoint=true", "eval.select_benchmark=gsm8k",
                    "eval.select_limit=2", "eval.benchmarks=[gsm8k]", "eval.limit=2",
                    "eval.critic=false", "eval.max_new_tokens=24"])
     paths = RunPaths.of(cfg.run_dir)
-    items = get_benchmark("gsm8k").load(cfg.paths.benchmarks, 2)
-    pairs = [(eval_prompt("qwen25-math-cot", it["question"]), f"The answer is $\\boxed{{{it['reference']}}}$.")
-             for it in items]
-    for step in (10, 30, 40):
+    for step, source in ((10, tiny_source), (20, answering_model), (30, tiny_source), (40, tiny_source)):
         (paths.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
-        shutil.copy(tiny_source / "config.json", paths.checkpoints / f"checkpoint-{step}")
-        shutil.copy(tiny_source / "model.safetensors", paths.checkpoints / f"checkpoint-{step}")
-    assert overfit(tiny_source, paths.checkpoints / "checkpoint-20", pairs) < 0.05
+        shutil.copy(source / "config.json", paths.checkpoints / f"checkpoint-{step}")
+        shutil.copy(source / "model.safetensors", paths.checkpoints / f"checkpoint-{step}")
     for step in (10, 20, 30):  # checkpoint-40 was killed before the trainer marked it COMPLETE
         (paths.checkpoints / f"checkpoint-{step}" / "COMPLETE").write_text("{}")
 
@@ -119,3 +133,129 @@ def test_eval_child_sees_no_distributed_environment():
                      "CFT_CACHE": "/c"})
     assert "eval" in IN_CHILD
     assert env == {"CUDA_VISIBLE_DEVICES": "0,1", "CFT_CACHE": "/c"}  # every GPU stays visible to vLLM
+
+
+# --- sampling evaluation (issue #21) and stored generations keyed by their settings (issue #25) ---
+@pytest.fixture(scope="module")
+def answering_evals(answering_model, cache_dir, tmp_path_factory):
+    """The eval stage, in process, on three GSM8K problems (two the model answers), greedy (n=1)
+    and sampled (n=4, T=0.6): {"greedy"|"sampled": (cfg, RunPaths, summary)}."""
+    from conftest import make_compose
+
+    out = {}
+    for name, extra in (("greedy", []), ("sampled", ["eval.n=4", "eval.temperature=0.6", "eval.seed=1"])):
+        run_dir = tmp_path_factory.mktemp(name) / "run"
+        cfg = make_compose(cache_dir, run_dir, run_dir.parent / "outputs")(
+            ["stages=[eval]", "model.init=pretrained", f"model.path={answering_model}", "eval.benchmarks=[gsm8k]",
+             "eval.limit=3", "eval.critic=false", "eval.max_new_tokens=24", *extra])
+        out[name] = (cfg, RunPaths.of(run_dir), evaluate(cfg, RunPaths.of(run_dir)))
+    return out
+
+
+def test_greedy_results_keep_their_fields_and_every_score_is_the_accuracy(answering_evals):
+    cfg, paths, summary = answering_evals["greedy"]
+    results = read_json(paths.eval_results)
+    gsm8k = results["benchmarks"]["gsm8k"]
+    rows = read_jsonl(paths.eval_samples("gsm8k"))
+    assert [r["correct"] for r in rows] == [True, True, False]
+    # today's fields first, computed as before over the rows
+    assert list(gsm8k)[:7] == ["accuracy", "n", "verdicts", "timeouts", "generation_s", "extraction_rules",
+                               "correct_by_rule"]
+    assert gsm8k["accuracy"] == 100.0 * 2 / 3 and summary["gsm8k"] == round(gsm8k["accuracy"], 2)
+    assert gsm8k["verdicts"] == dict(Counter(r["verdict"] for r in rows)) and gsm8k["n"] == 3
+    assert gsm8k["extraction_rules"] == dict(Counter(r["extraction_rule"] for r in rows))
+    assert gsm8k["acc"] == gsm8k["avg@1"] == gsm8k["pass@1"] == gsm8k["maj@1"] == gsm8k["accuracy"]
+    assert not any(k in gsm8k for k in ("pass@2", "maj@2"))
+    assert results["sampling"] == {"preset": "quick", "backend": "transformers", "max_new_tokens": 24, "n": 1,
+                                   "temperature": 0.0, "top_p": 1.0, "seed": 0, "ks": [1]}
+    for r in rows:  # the row is sample 0, as before; the sample list holds it too
+        assert len(r["samples"]) == 1 and r["samples"][0]["completion"] == r["completion"]
+        assert r["samples"][0]["finish_reason"] == r["finish_reason"] and 0 < r["tokens"] <= 24
+
+
+def test_sampled_eval_stores_every_sample_and_scores_them(answering_evals):
+    from cft.eval.metrics import majority, pass_at_k
+
+    cfg, paths, summary = answering_evals["sampled"]
+    results = read_json(paths.eval_results)
+    gsm8k = results["benchmarks"]["gsm8k"]
+    rows = read_jsonl(paths.eval_samples("gsm8k"))
+    samples = [r["samples"] for r in rows]
+    assert [len(s) for s in samples] == [4, 4, 4]
+    for s in (s for problem in samples for s in problem):
+        assert {"completion", "prediction", "extraction_rule", "verdict", "correct", "finish_reason", "tokens",
+                "answer_class"} <= set(s)
+        assert s["finish_reason"] in ("stop", "length") and 0 < s["tokens"] <= 24
+        assert s["finish_reason"] == "stop" or s["tokens"] == 24
+    right = [sum(s["correct"] for s in problem) for problem in samples]
+    assert gsm8k["avg@4"] == gsm8k["accuracy"] == pytest.approx(100 * sum(right) / 12)
+    assert summary["gsm8k"] == round(gsm8k["avg@4"], 2)
+    assert gsm8k["acc"] == pytest.approx(100 * sum(problem[0]["correct"] for problem in samples) / 3)
+    for k in (1, 2, 4):
+        assert gsm8k[f"pass@{k}"] == pytest.approx(100 * sum(pass_at_k(4, c, k) for c in right) / 3)
+        wins = [majority([s["answer_class"] for s in problem], k) for problem in samples]
+        assert gsm8k[f"maj@{k}"] == pytest.approx(100 * sum(w is not None and p[w]["correct"]
+                                                            for w, p in zip(wins, samples)) / 3)
+    assert "pass@8" not in gsm8k and gsm8k["maj@1"] == gsm8k["acc"]
+    assert gsm8k["cut_by_max_tokens"] == pytest.approx(
+        100 * sum(s["finish_reason"] == "length" for p in samples for s in p) / 12)
+    assert 0 < gsm8k["pass@4"] and gsm8k["avg@4"] < 100  # the trained problems are answered, the third is not
+    assert results["macro"]["avg@4"] == gsm8k["avg@4"] and results["sampling"]["ks"] == [1, 2, 4]
+
+
+def test_samples_depend_on_the_problem_seed_only(answering_evals):
+    """The same problem and seed give the same samples alone or batched with another problem;
+    another seed gives other samples."""
+    from cft.eval.stage import close_generator, generator
+    from cft.generation import prompt_ids
+
+    cfg, paths, _ = answering_evals["sampled"]
+    gen = generator(cfg, cfg.model.path)
+    try:
+        ids = [prompt_ids(gen.tokenizer, r["prompt"]) for r in read_jsonl(paths.eval_samples("gsm8k"))[1:]]
+
+        def texts(prompts, seeds):
+            return {i: [c.text for c in cs] for i, cs in gen.sample(prompts, 24, n=3, temperature=1.0, seeds=seeds)}
+
+        both = texts(ids, [11, 12])
+        assert texts(ids[1:], [12])[0] == both[1]
+        assert texts(ids[1:], [13])[0] != both[1]
+    finally:
+        close_generator()
+
+
+def test_changed_generation_settings_regenerate_and_unchanged_ones_resume(compose, tiny_source, monkeypatch,
+                                                                         tmp_path):
+    """Issue #25 item 11: max_new_tokens 16 then 64 in the same directory generates again (it used
+    to reuse the 16-token completions); the same settings resume without generating; retrained
+    weights (same path, new files) generate again."""
+    import os
+
+    from cft.eval import stage
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_source, model)
+    calls = []
+    real = stage.generator
+    monkeypatch.setattr(stage, "generator", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+
+    def run(tokens):
+        cfg = compose(["stages=[eval]", "model.init=pretrained", f"model.path={model}", "eval.benchmarks=[gsm8k]",
+                       "eval.limit=2", "eval.critic=false", f"eval.max_new_tokens={tokens}"])
+        before = len(calls)
+        stage.evaluate(cfg, str(model), tmp_path / "eval")
+        return len(calls) > before, [r["tokens"] for r in read_jsonl(tmp_path / "eval" / "gsm8k.jsonl")]
+
+    try:
+        generated, short = run(16)
+        assert generated and max(short) <= 16
+        generated, long = run(64)
+        assert generated and max(long) > 16
+        generated, again = run(64)
+        assert not generated and again == long
+        weights = model / "model.safetensors"
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+        generated, _ = run(64)
+        assert generated
+    finally:
+        stage.close_generator()

@@ -143,3 +143,35 @@ def _group_gone(pgid: int, within_s: float) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+def test_sampled_eval_on_vllm(both_backends, compose, tmp_path):
+    """eval.n=4 at T=0.6 through the module's engine: one request per problem with 4 seeded
+    samples, the same samples for the same seeds in any order, scored by the eval stage."""
+    from cft.eval import stage
+
+    prompts, hf, vl = both_backends
+    ids = [prompt_ids(vl.tokenizer, p) for p in prompts[:2]]
+
+    def texts(prompt_ids_, seeds):
+        return {i: [(c.text, c.finish_reason, c.tokens) for c in cs]
+                for i, cs in vl.sample(prompt_ids_, 16, n=4, temperature=0.6, top_p=0.95, seeds=seeds)}
+
+    first = texts(ids, [5, 6])
+    assert [len(first[i]) for i in (0, 1)] == [4, 4]
+    assert all(reason in ("stop", "length") and 0 < tokens <= 16 for i in (0, 1) for _, reason, tokens in first[i])
+    assert texts(ids[::-1], [6, 5]) == {0: first[1], 1: first[0]}
+
+    model = hf.model.name_or_path  # the engine's weights: the eval stage reuses the engine for them
+    cfg = compose(["stages=[eval]", "model.init=pretrained", f"model.path={model}", "eval.backend=vllm",
+                   "eval.benchmarks=[math-500]", "eval.limit=2", "eval.critic=false", "eval.max_new_tokens=16",
+                   "eval.n=4", "eval.temperature=0.6", "eval.top_p=0.95", f"vllm.dtype={FP32}"])
+    stage._GENERATOR.update(key=(model, None), gen=vl)
+    try:
+        results = stage.evaluate(cfg, model, tmp_path / "eval")["math-500"]
+    finally:
+        stage._GENERATOR.clear()  # the fixture closes its engine
+    rows = read_jsonl(tmp_path / "eval" / "math-500.jsonl")
+    assert [len(r["samples"]) for r in rows] == [4, 4]
+    assert {"acc", "avg@4", "pass@4", "maj@4", "cut_by_max_tokens"} <= set(results)
+    assert results["avg@4"] == pytest.approx(100 * sum(s["correct"] for r in rows for s in r["samples"]) / 8)
