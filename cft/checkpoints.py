@@ -46,10 +46,12 @@ def resume_key(cfg, examples: list[dict]) -> str:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for k in ("per_device_batch_size", "gradient_checkpointing", "packing", "attn_implementation"):
         model.pop(k, None)
-    blob = json.dumps({"method": method, "model": model, "seed": cfg.seed,
-                       "deepspeed": int(cfg.deepspeed.stage) > 0,
-                       "examples": hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()},
-                      sort_keys=True, default=str)
+    state = {"method": method, "model": model, "seed": cfg.seed, "deepspeed": int(cfg.deepspeed.stage) > 0,
+             "examples": hashlib.sha256(json.dumps(examples, sort_keys=True).encode()).hexdigest()}
+    peft = cfg.get("peft")
+    if peft is not None and peft.name != "none":  # an adapter checkpoint is no full one (keys of before kept)
+        state["peft"] = OmegaConf.to_container(peft, resolve=True)
+    blob = json.dumps(state, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

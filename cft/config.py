@@ -185,6 +185,22 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning through the `peft` library (cft/train/adapters.py):
+    conf/peft/none.yaml (full fine-tuning, the paper's), lora.yaml, qlora.yaml."""
+    # none | lora | qlora (LoRA over 4-bit NF4 base weights: bitsandbytes, CUDA only)
+    name: str = "none"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # ["all-linear"]: every linear layer of the transformer blocks (peft's shorthand; never the
+    # output layer), or module names such as [q_proj, v_proj].
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    # Modules trained in full and saved beside the adapter (e.g. [embed_tokens, lm_head]).
+    modules_to_save: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ClusterConfig:
     name: str = "local"
     # Processes per node for torch.distributed (1 = plain single process).
@@ -282,6 +298,7 @@ class CFTConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)

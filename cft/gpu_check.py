@@ -6,7 +6,8 @@
 1. environment: GPU, versions, attention kernels, what `auto` picks, what was skipped and why;
 2. training throughput, reference recipe (padded, gradient checkpointing) vs ours (packed,
    flash-attn or flex_attention, the 7B recipe's settings), same batches of CFT-shaped data:
-   real tokens/s, ratio, MFU, peak memory (medians over timed steps, warm-up excluded);
+   real tokens/s, ratio, MFU, peak memory (medians over timed steps, warm-up excluded); and
+   ours with LoRA adapters (peft=lora: the base frozen), tokens/s and peak memory vs the plan;
 3. per-sample loss of a packed row vs each sample alone (bf16 and fp32), max difference;
 4. the pipeline, `python -m cft.main +experiment=gpu-check` (data -> critique -> train -> eval ->
    report, the 7B recipe's code paths on the tiny model), which must pass; with DeepSpeed
@@ -209,16 +210,33 @@ def throughput(rep: Report, plan: dict, tiny: str, tokenizer, device: str, recip
                                  what="the official recipe's layout: right-padded batches, no packing, gradient checkpointing"),
                "ours": dict(packed=True, attn=our_attn, gradient_checkpointing=recipe7b["gradient_checkpointing"],
                             what=f"packed rows (DataCollatorWithFlattening); {why}")}
+    lora = lora_recipe()
+    if lora is not None:
+        recipes["lora"] = dict(recipes["ours"], peft=lora, what=f"ours with LoRA adapters (peft=lora: r {lora.r}, "
+                               f"alpha {lora.alpha:g} on {list(lora.target_modules)}), the base frozen; fp32 adapters")
+    else:
+        rep.skip("throughput.lora", "peft is not installed (pip install \"cft[peft]\")")
     for name, r in recipes.items():
         model = make_model(plan, tiny, dtype, r["attn"], device)
         prepare_model(model)
         if r["gradient_checkpointing"]:
             model.gradient_checkpointing_enable()
+        if r.get("peft") is not None:
+            from peft import get_peft_model
+
+            from cft.train.adapters import lora_config
+
+            if r["gradient_checkpointing"]:
+                model.enable_input_require_grads()
+            model = get_peft_model(model, lora_config(r["peft"]))
         collate = make_collator(r["packed"], tokenizer.pad_token_id, r["attn"])
         res = timed_steps(model, [collate(g) for g in groups], lengths, device, plan["warmup"])
-        out["matmul_params"] = matmul_params(model)
-        res["mfu"] = res["model_flops_per_s"] / (peak * 1e12) if peak else rep.null(
-            f"throughput.{name}.mfu", "no peak FLOP/s for this device (CPU, or a GPU not in the table)")
+        if r.get("peft") is None:
+            out["matmul_params"] = matmul_params(model)
+        res["mfu"] = rep.null(f"throughput.{name}.mfu", "LoRA skips the frozen weights' gradient matmuls: a full "
+                              "step's model FLOPs do not apply") if r.get("peft") is not None else (
+            res["model_flops_per_s"] / (peak * 1e12) if peak else rep.null(
+                f"throughput.{name}.mfu", "no peak FLOP/s for this device (CPU, or a GPU not in the table)"))
         if res["peak_mem_gib"] is None:
             rep.null(f"throughput.{name}.peak_mem_gib", "CPU: no CUDA memory counter")
         predicted = predicted_peak_gb(model, r, lengths[plan["warmup"]:], dtype)
@@ -227,11 +245,24 @@ def throughput(rep: Report, plan: dict, tiny: str, tokenizer, device: str, recip
         res["measured_over_predicted"] = (round(res["peak_mem_gib"] * 2**30 / 1e9 / predicted, 3)
                                           if res["peak_mem_gib"] is not None else rep.null(
             f"throughput.{name}.measured_over_predicted", "CPU: no CUDA memory counter to compare with"))
-        out[name] = {**r, **res}
+        out[name] = {**{k: v for k, v in r.items() if k != "peft"}, **res}
+        if r.get("peft") is not None:
+            out[name]["trainable_params"] = model.get_nb_trainable_parameters()[0]
         del model
         free(device)
     out["ratio_real_tokens_per_s"] = out["ours"]["real_tokens_per_s"] / out["reference"]["real_tokens_per_s"]
+    if "lora" in out:
+        out["ratio_lora_over_ours_tokens_per_s"] = out["lora"]["real_tokens_per_s"] / out["ours"]["real_tokens_per_s"]
     return out
+
+
+def lora_recipe():
+    """conf/peft/lora.yaml as a run composes it, or None without the peft library."""
+    if not has("peft"):
+        return None
+    from cft.config import compose_config
+
+    return compose_config(["model=qwen2.5-7b", "peft=lora"]).peft
 
 
 def predicted_peak_gb(model, recipe_: dict, lengths: list[list[int]], dtype) -> float:
@@ -241,18 +272,27 @@ def predicted_peak_gb(model, recipe_: dict, lengths: list[list[int]], dtype) -> 
     master copy, no DeepSpeed, as timed here."""
     import torch
 
-    from cft.resources import Arch, train_memory
+    from cft.resources import Arch, TrainSetup, train_memory
 
     arch = Arch.from_config(model.config.to_dict())
     packed = recipe_["packed"]
     seq, micro = max(((sum(b), 1) if packed else (max(b), len(b)) for b in lengths), key=lambda x: x[0] * x[1])
-    return train_memory(sum(p.numel() for p in model.parameters()), hidden=arch.hidden_size,
+    bf16 = dtype == torch.bfloat16
+    adapters, precision = {}, "bf16" if bf16 else "fp32"
+    if recipe_.get("peft") is not None:  # fp32 adapters + AdamW over a frozen base in `dtype`
+        p = recipe_["peft"]
+        precision = "fp32-master" if bf16 else "fp32"
+        setup = TrainSetup(0, False, False, micro, recipe_["gradient_checkpointing"], seq, micro, precision,
+                           peft="lora", lora_rank=int(p.r), lora_dropout=float(p.dropout),
+                           lora_targets=tuple(p.target_modules), modules_to_save=tuple(p.modules_to_save))
+        adapters = setup.adapters(arch)
+    base = arch.n_params() if adapters else sum(p.numel() for p in model.parameters())
+    return train_memory(base, hidden=arch.hidden_size,
                         layers=arch.num_hidden_layers, vocab=arch.vocab_size, seq_len=seq, micro_batch=micro,
                         intermediate=arch.intermediate_size, heads=arch.num_attention_heads,
-                        gradient_checkpointing=recipe_["gradient_checkpointing"],
-                        precision="bf16" if dtype == torch.bfloat16 else "fp32",
+                        gradient_checkpointing=recipe_["gradient_checkpointing"], precision=precision,
                         attention="eager" if recipe_["attn"] == "eager" else "flash",  # sdpa: fused on a GPU
-                        ).peak()
+                        **adapters).peak()
 
 
 def packed_loss(rep: Report, plan: dict, tiny: str, tokenizer, device: str) -> dict:
@@ -389,12 +429,19 @@ def summary_md(d: dict) -> str:
                   f"{t['timed_steps']} timed steps, medians)", "", f"Data: {t['data_source']}.", "",
                   "| recipe | attention | real tokens/s | MFU | peak mem GiB | padding efficiency |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        for name in ("reference", "ours"):
+        for name in ("reference", "ours", "lora"):
+            if name not in t:
+                continue
             r = t[name]
             lines.append(f"| {name} | {r['attn']} | {f(r['real_tokens_per_s'], '{:.0f}')} | "
                          f"{f(r['mfu'] and 100 * r['mfu'], '{:.1f}%')} | {f(r['peak_mem_gib'], '{:.1f}')} | "
                          f"{r['padding_efficiency']:.3f} |")
         lines += ["", f"**ours / reference real tokens/s: {t['ratio_real_tokens_per_s']:.2f}x**", ""]
+        if "lora" in t:
+            r = t["lora"]
+            lines += [f"LoRA ({r['trainable_params']:,} trainable parameters) / ours real tokens/s: "
+                      f"{t['ratio_lora_over_ours_tokens_per_s']:.2f}x; peak {f(r['peak_mem_gib'], '{:.1f}')} GiB, "
+                      f"the plan's {r['predicted_peak_gb']:.1f} GB", ""]
     if p.get("float32"):
         lines += ["## Packed vs one-by-one per-sample loss", "",
                   f"{p['attn']}: fp32 max abs diff {p['float32']['max_abs_diff']:.2e} (tol {TOL_FP32_ABS:g}); "

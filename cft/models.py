@@ -85,18 +85,101 @@ def torch_dtype(model_cfg):
     return getattr(torch, dtype)
 
 
-def load_model(source: str, model_cfg, fp32_master: bool = False, training: bool = False):
+def load_model(source: str, model_cfg, fp32_master: bool = False, training: bool = False, quantization=None):
     """The model in model.dtype, or in float32 when `fp32_master`: training without DeepSpeed has
     no fp32 master copy, and bf16 weights cannot take lr-5e-6 updates (most round to zero), so
-    the weights stay fp32 and the Trainer's bf16 autocast does the mixed precision."""
+    the weights stay fp32 and the Trainer's bf16 autocast does the mixed precision.
+    `quantization` (nf4_config): linear weights in 4-bit NF4, on this process's GPU when it has one."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    device_map = None
+    if quantization is not None and torch.cuda.is_available():
+        device_map = {"": torch.cuda.current_device()}  # bitsandbytes quantizes as the weights reach the GPU
     return AutoModelForCausalLM.from_pretrained(
         source, dtype=torch.float32 if fp32_master else torch_dtype(model_cfg),
         attn_implementation=attn_implementation(model_cfg.attn_implementation, training),
         trust_remote_code=model_cfg.trust_remote_code, use_safetensors=uses_safetensors(model_cfg),
+        quantization_config=quantization, device_map=device_map,
     )
+
+
+def nf4_config(model_cfg):
+    """QLoRA's base-weight format (Dettmers et al. 2023): 4-bit NormalFloat with double
+    quantization (about 4.13 bits per weight), computing in model.dtype."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(model_cfg))
+
+
+# --- adapters (peft=lora | qlora): what generation loads ---------------------------------------
+ADAPTER_CONFIG = "adapter_config.json"  # peft's name for it (peft.utils.CONFIG_NAME)
+MERGED = "merged"  # checkpoint-N/merged/: the adapter of checkpoint-N merged into the base
+
+
+def is_adapter(path) -> bool:
+    """A directory holding a PEFT adapter and no model of its own: checkpoint-N/ of a LoRA or
+    QLoRA run, model/adapter/."""
+    return (Path(path) / ADAPTER_CONFIG).is_file() and not (Path(path) / "config.json").is_file()
+
+
+def merge_adapter(adapter_dir, base_source: str, model_cfg, out, quantization=None) -> Path:
+    """The base model with the adapter at `adapter_dir` merged into its weights (W + B A alpha/r),
+    saved into `out` as a plain HF model in model.dtype: what from_pretrained and vLLM load,
+    without peft, at the base model's speed.
+
+    With `quantization` (a QLoRA run) the adapter learned to correct the 4-bit NF4 weights, so it
+    is merged into those weights dequantized to model.dtype, the weights training computed with;
+    merging into the original bf16 weights would score another model (off by the quantization
+    error), and merging into the 4-bit weights would round the update away. The NF4 base is
+    quantized where training quantized it (this process's GPU). A LoRA base merges on the CPU, so
+    no GPU memory is taken from the engines that generate next."""
+    from peft import PeftModel
+
+    base = load_model(base_source, model_cfg, quantization=quantization)
+    if quantization is not None:
+        base = base.dequantize()
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    if quantization is not None:  # the GPU copy goes before any engine claims the memory
+        del base, merged
+        _free_gpu_memory()
+    return Path(out)
+
+
+def generation_weights(path, cfg) -> str:
+    """The directory generation loads for `path`: `path` itself when it holds a model; for an
+    adapter checkpoint (checkpoint-N/ of a peft run), its adapter merged into the run's base
+    model, written once to checkpoint-N/merged/ (with the checkpoint's tokenizer) and reused
+    after, so a re-run finds the same files and the eval stage's stored generations."""
+    import os
+    import shutil
+
+    path = Path(path)
+    if not is_adapter(path):
+        return str(path)
+    merged = path / MERGED
+    if not (merged / "config.json").is_file():
+        tmp = path / (MERGED + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        peft = cfg.get("peft")
+        merge_adapter(path, model_source(cfg.model, cfg.paths.cache), cfg.model, tmp,
+                      nf4_config(cfg.model) if peft is not None and peft.name == "qlora" else None)
+        load_tokenizer(str(path), cfg.model.trust_remote_code).save_pretrained(str(tmp))
+        shutil.rmtree(merged, ignore_errors=True)  # a copy killed before its config.json
+        os.replace(tmp, merged)
+    return str(merged)
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def uses_safetensors(model_cfg) -> bool:

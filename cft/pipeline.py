@@ -42,7 +42,7 @@ from cft.validation import ConfigError, validate
 DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
-    "train": ["model", "method", "seed", "deepspeed"],
+    "train": ["model", "method", "seed", "deepspeed", "peft"],
     "eval": ["eval", "model.eval_template", "model.path", "model.train_template", "vllm.dtype",
              "vllm.max_model_len", "vllm.seed"],
     "report": [],
@@ -71,6 +71,9 @@ def check_packages(cfg: DictConfig) -> None:
     for (package, extra), used in extras.items():
         if used and importlib.util.find_spec(package) is None:
             raise ConfigError(f'this run needs {package}, which is not installed: pip install "cft[{extra}]"')
+    from cft.train.adapters import check_runs_here
+
+    check_runs_here(cfg)  # peft=lora needs peft; peft=qlora a CUDA GPU and bitsandbytes
     if importlib.util.find_spec("vllm") is not None:
         return
     uses = {"eval.backend": "eval" in cfg.stages and cfg.eval.backend == "vllm",

@@ -55,12 +55,14 @@ def format_plan(p: dict) -> str:
               f"(ZeRO stage {t['zero_stage']}), offload optimizer={t['offload_optimizer']} params={t['offload_param']}"
               + sel(t),
               f"        micro-batch {t['micro_batch']} x {t['cutoff_len']} tokens, gradient accumulation "
-              f"{t['grad_accum']}, global batch {t['global_batch']}; precision {t['precision']}, "
+              f"{t['grad_accum']}, global batch {t['global_batch']}; precision {_precision(t)}, "
               f"packing {t['packing']}"]
+    if t.get("peft"):
+        lines.append(f"        {_describe_peft(t['peft'])}")
     if t.get("error"):
         lines.append(f"        ERROR: {t['error']}")
     lines.append("        estimated memory per GPU (GB):")
-    rows = [("weights", mem["weights"]), ("gradients", mem["gradients"]), ("optimizer states", mem["optimizer"]),
+    rows = [("weights" + (" (frozen base + adapters)" if t.get("peft") else ""), mem["weights"]), ("gradients", mem["gradients"]), ("optimizer states", mem["optimizer"]),
             ("communication buffers", mem["buffers"]),
             (f"activations ({'with' if t['gradient_checkpointing'] else 'without'} checkpointing)", mem["activations"]),
             ("logits (bf16 + fp32 loss)", mem["logits"]),
@@ -81,15 +83,32 @@ def format_plan(p: dict) -> str:
             launch = (f"torchrun{nnodes} --nproc_per_node {o['gpus']} -m cft.main" if o["world_size"] > 1
                       else "python -m cft.main")
             host = f", host RAM ~{o['cpu_memory_gb']:.0f} GB" if o["cpu_memory_gb"] else ""
+            adapters = (f"; {'QLoRA' if o['peft']['name'] == 'qlora' else 'LoRA'} r={o['peft']['r']}: "
+                        f"{o['peft']['trainable_params'] / 1e6:.1f}M trainable parameters" if o.get("peft") else "")
             lines.append(f"          {launch} ... {' '.join(o['overrides'])}   "
-                         f"(peak {o['peak_memory_gb']:.1f} GB{host})")
-        lines.append("          (parameter-efficient fine-tuning, LoRA, would need far less; not in this project yet)")
+                         f"(peak {o['peak_memory_gb']:.1f} GB{host}{adapters})")
+        if any(o.get("peft") for o in t["fitting_overrides"]) and not t.get("peft"):
+            lines.append("          (peft=lora|qlora train adapters over a frozen base: another model than a full "
+                         "fine-tune, see the README's One GPU)")
     elif t["fits"] is False:
         lines.append("        nothing tried fits (ZeRO-2/3, CPU offload, micro-batch 1, up to 8 nodes of GPUs)")
     lines += ["", _layout_line("eval", e, sel(e))]
     for name, g in p["generation"].items():
         lines.append(_layout_line(name, g))
     return "\n".join(lines)
+
+
+def _precision(t: dict) -> str:
+    if t.get("peft") and t["precision"] == "fp32-master":  # the base stays bf16; only adapters are fp32
+        return "bf16 autocast (fp32 adapters)"
+    return t["precision"]
+
+
+def _describe_peft(p: dict) -> str:
+    base = {"nf4": "4-bit NF4 (embeddings and norms fp32)", "bf16": "bf16", "fp32": "fp32"}[p["base_weights"]]
+    return (f"peft {p['name']}: r={p['r']}, alpha={p['alpha']:g}, dropout {p['dropout']:g} on "
+            f"{', '.join(p['target_modules'])}: {p['trainable_params'] / 1e6:.1f}M trainable parameters "
+            f"({p['trainable_share']:.2%}); frozen base in {base}")
 
 
 def _layout_line(name: str, g: dict, note: str = "") -> str:

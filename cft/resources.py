@@ -26,6 +26,12 @@ TRAIN_OVERHEAD_GB = 2.0
 FRAGMENTATION = 0.05
 # Benchmark prompts (MATH-500 etc. in the CoT templates) stay under this many tokens.
 PROMPT_TOKENS = 1024
+# QLoRA's NF4 with double quantization: 4 bits per weight + 0.127 bits of quantization constants
+# (Dettmers et al. 2023, sec. 3); weights outside the blocks' linear layers stay unquantized.
+NF4_BYTES = 4.127 / 8
+# What `peft=lora` / `peft=qlora` compose to (conf/peft/*.yaml; tests/test_peft.py checks they
+# agree), for plans that propose them: rank, dropout.
+PEFT_PRESETS = {"lora": (16, 0.05), "qlora": (64, 0.1)}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,26 @@ class Arch:
         q = self.num_attention_heads * self.dim
         attn = h * q + 2 * h * kv + q * h + (q + 2 * kv if self.attention_bias else 0)
         return attn + 3 * h * self.intermediate_size + 2 * h  # gated MLP, two RMSNorms
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear layer of a block, by its module name (Qwen2 / Llama)."""
+        h, i = self.hidden_size, self.intermediate_size
+        q, kv = self.num_attention_heads * self.dim, self.num_key_value_heads * self.dim
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    def adapted(self, targets: Sequence[str] = ("all-linear",)) -> list[tuple[int, int]]:
+        """Shapes of the linear layers of one block that LoRA adapts (peft.target_modules)."""
+        shapes = self.linear_shapes()
+        return list(shapes.values()) if "all-linear" in targets else [shapes[t] for t in targets if t in shapes]
+
+    def lora_params(self, rank: int, targets: Sequence[str] = ("all-linear",),
+                    modules_to_save: Sequence[str] = ()) -> int:
+        """Trainable parameters of LoRA: r x (in + out) per adapted layer (A is r x in, B out x r),
+        plus full copies of modules_to_save (embed_tokens, lm_head)."""
+        lora = self.num_hidden_layers * rank * sum(a + b for a, b in self.adapted(targets))
+        saved = sum(self.vocab_size * self.hidden_size for m in modules_to_save if m in ("embed_tokens", "lm_head"))
+        return lora + saved
 
     def n_params(self) -> int:
         embed = self.vocab_size * self.hidden_size
@@ -358,8 +384,9 @@ def train_memory(n_params: int, *, hidden: int, layers: int, vocab: int, seq_len
                  offload_optimizer: bool = False, offload_param: bool = False, gradient_checkpointing: bool = True,
                  precision: str = "bf16-mixed", attention: str = "flash", largest_layer_params: int | None = None,
                  reduce_bucket_size: float = 5e8, overlap_comm: bool = True, nodes: int = 1,
-                 gpu_memory_gb: float | None = None) -> TrainMemory:
-    """Peak memory per GPU of a full fine-tuning step.
+                 gpu_memory_gb: float | None = None, trainable_params: int | None = None,
+                 frozen_bytes: float = 0.0, adapter_inputs: int = 0) -> TrainMemory:
+    """Peak memory per GPU of a fine-tuning step: full, or of adapters over a frozen base (LoRA).
 
     Model states (ZeRO paper, Rajbhandari et al. 2020): weights, gradients and optimizer states at
     `precision`'s bytes per parameter (bf16 mixed precision with Adam: 2 + 2 + 12 = 16), split over
@@ -379,6 +406,11 @@ def train_memory(n_params: int, *, hidden: int, layers: int, vocab: int, seq_len
     stored), present with eager attention. With full checkpointing only each
     layer's input stays (2*s*b*h per layer) plus one layer recomputed during backward. s*b is
     the tokens of a micro-batch, at most micro_batch x seq_len padded or packed alike.
+    Adapters (peft): only `trainable_params` get gradients and optimizer states (at `precision`'s
+    bytes: fp32 adapters without DeepSpeed, bf16 + fp32 master under ZeRO); the frozen base takes
+    `frozen_bytes` on every rank. Activations are a full fine-tune's (each adapter's backward
+    needs its layer's input), plus LoRA dropout's copy of each adapted layer's input and its
+    1-byte mask: `adapter_inputs` elements per token per layer.
     Logits: bf16 logits + their fp32 upcast + the fp32 log-softmax that cross-entropy keeps
     (transformers' ForCausalLMLoss), 10 bytes per token per vocabulary entry.
     """
@@ -386,19 +418,21 @@ def train_memory(n_params: int, *, hidden: int, layers: int, vocab: int, seq_len
     n = max(1, world_size)
     largest = largest_layer_params or vocab * hidden
     dp = zero_stage > 0
-    weights = (n_params * w_b / n if zero_stage >= 3 else n_params * w_b)
+    trained = n_params if trainable_params is None else trainable_params
+    weights = (trained * w_b / n if zero_stage >= 3 else trained * w_b)
     if zero_stage >= 3:
         weights = (0 if offload_param else weights) + 4 * largest
-    grads = 0 if (dp and offload_optimizer) else n_params * g_b / (n if zero_stage >= 2 else 1)
-    optim = 0 if (dp and offload_optimizer) else n_params * o_b / (n if dp else 1)
+    weights += frozen_bytes
+    grads = 0 if (dp and offload_optimizer) else trained * g_b / (n if zero_stage >= 2 else 1)
+    optim = 0 if (dp and offload_optimizer) else trained * o_b / (n if dp else 1)
     if dp:
         buffers = (2 if overlap_comm and zero_stage < 3 else 1) * reduce_bucket_size * 2
     else:
-        buffers = n_params * g_b if n > 1 else 0  # DDP without gradient_as_bucket_view
+        buffers = trained * g_b if n > 1 else 0  # DDP without gradient_as_bucket_view
     tokens = seq_len * micro_batch
     mlp = 16 if intermediate is None else (8 if gated_mlp else 4) * intermediate / hidden  # GPT's 4h: 16
     scores = 5 * heads * seq_len / hidden if attention == "eager" else 0
-    layer = tokens * hidden * (18 + mlp + scores) * a_b / 2
+    layer = tokens * hidden * (18 + mlp + scores) * a_b / 2 + tokens * adapter_inputs * (a_b + 1)
     act_ckpt = layers * 2 * tokens * hidden * a_b / 2 + layer
     act_full = layers * layer
     logits = tokens * vocab * (a_b + 8)
@@ -406,9 +440,9 @@ def train_memory(n_params: int, *, hidden: int, layers: int, vocab: int, seq_len
     if dp and (offload_optimizer or offload_param):
         per_node = n / max(1, nodes)
         if zero_stage >= 3:
-            cpu = n_params * (18 if offload_param else 16) / max(1, nodes) * 1.5
+            cpu = trained * (18 if offload_param else 16) / max(1, nodes) * 1.5
         else:
-            cpu = n_params * max(4 * per_node, 16) * 1.5
+            cpu = trained * max(4 * per_node, 16) * 1.5
     return TrainMemory(weights / GB, grads / GB, optim / GB, buffers / GB,
                        (act_ckpt if gradient_checkpointing else act_full) / GB, logits / GB, TRAIN_OVERHEAD_GB,
                        act_ckpt / GB, act_full / GB, gradient_checkpointing, gpu_memory_gb,
@@ -429,17 +463,42 @@ class TrainSetup:
     attention: str = "flash"
     reduce_bucket_size: float = 5e8
     overlap_comm: bool = True
+    peft: str = "none"  # none | lora | qlora (conf/peft)
+    lora_rank: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple = ("all-linear",)
+    modules_to_save: tuple = ()
 
     @classmethod
     def of(cls, cfg) -> "TrainSetup":
         stage, bf16 = int(cfg.deepspeed.stage), bool(cfg.method.bf16)
         precision = ("bf16-mixed" if stage else "fp32-master") if bf16 else "fp32"
         attn = cfg.model.attn_implementation
+        p = cfg.get("peft")
+        adapters = {} if p is None else dict(
+            peft=p.name, lora_rank=int(p.r), lora_dropout=float(p.dropout),
+            lora_targets=tuple(p.target_modules), modules_to_save=tuple(p.modules_to_save))
         return cls(stage, cfg.deepspeed.offload_optimizer != "none", cfg.deepspeed.offload_param != "none",
                    int(cfg.model.per_device_batch_size), bool(cfg.model.gradient_checkpointing),
                    int(cfg.method.cutoff_len), int(cfg.method.global_batch_size), precision,
                    "eager" if attn == "eager" else "flash", float(cfg.deepspeed.reduce_bucket_size),
-                   bool(cfg.deepspeed.overlap_comm))
+                   bool(cfg.deepspeed.overlap_comm), **adapters)
+
+    def adapters(self, arch: Arch) -> dict:
+        """For a peft setup: trainable parameters, bytes of the frozen base per GPU and LoRA
+        dropout's saved inputs per token per layer (train_memory's keywords); {} for full
+        fine-tuning. The base stays in the compute dtype (bf16; fp32 without bf16); QLoRA's
+        blocks' linear weights are NF4 and the rest fp32 (peft's prepare_model_for_kbit_training)."""
+        if self.peft == "none":
+            return {}
+        if self.peft == "qlora":
+            quantized = arch.num_hidden_layers * sum(a * b for a, b in arch.linear_shapes().values())
+            frozen = quantized * NF4_BYTES + (arch.n_params() - quantized) * 4
+        else:
+            frozen = arch.n_params() * PRECISIONS[self.precision][3]
+        dropout_inputs = sum(a for a, _ in arch.adapted(self.lora_targets)) if self.lora_dropout > 0 else 0
+        return {"trainable_params": arch.lora_params(self.lora_rank, self.lora_targets, self.modules_to_save),
+                "frozen_bytes": frozen, "adapter_inputs": dropout_inputs}
 
     def grad_accum(self, world_size: int) -> int | None:
         """As cft.validation.grad_accum_steps (None where it raises), for setups without a config."""
@@ -457,6 +516,7 @@ def memory_for(arch: Arch, setup: TrainSetup, world_size: int, gpu_memory_gb: fl
                         offload_param=setup.offload_param, gradient_checkpointing=setup.gradient_checkpointing,
                         precision=setup.precision, attention=setup.attention,
                         largest_layer_params=arch.largest_layer_params(), reduce_bucket_size=setup.reduce_bucket_size,
+                        **setup.adapters(arch),
                         overlap_comm=setup.overlap_comm, nodes=nodes, gpu_memory_gb=gpu_memory_gb)
 
 
@@ -472,44 +532,75 @@ def _overrides(base: TrainSetup, s: TrainSetup) -> list[str]:
         out.append(f"model.per_device_batch_size={s.micro_batch}")
     if s.gradient_checkpointing != base.gradient_checkpointing:
         out.append("model.gradient_checkpointing=true")
+    if s.peft != base.peft:
+        out.append(f"peft={s.peft}")
     return out
+
+
+def _precision(precision: str, stage: int) -> str:
+    """bf16 training's precision at a ZeRO stage: DeepSpeed keeps the fp32 master copy, without it
+    the weights themselves are fp32 (cft.models.load_model)."""
+    if precision in ("bf16-mixed", "fp32-master"):
+        return "bf16-mixed" if stage else "fp32-master"
+    return precision
+
+
+def _supported(setup: TrainSetup, stage: int) -> bool:
+    """Adapters train without DeepSpeed or under ZeRO-2; QLoRA without DeepSpeed (cft.validation)."""
+    return setup.peft == "none" or (stage == 0 if setup.peft == "qlora" else stage < 3)
 
 
 def fitting_overrides(arch: Arch, setup: TrainSetup, gpus: int, gpu_memory_gb: float, nodes: int = 1) -> list[dict]:
     """Changes that would make training fit, each {"overrides", "gpus", "peak_memory_gb",
     "cpu_memory_gb"}: on these GPUs without offload (ZeRO stage, a smaller micro-batch,
     checkpointing; fewest changes, largest micro-batch), on these GPUs with CPU offload (slower,
-    needs host RAM), the fewest GPUs per node that fit, and the fewest that fit with no change.
-    (Parameter-efficient fine-tuning, LoRA, would fit far smaller GPUs once the project has it.)"""
+    needs host RAM), LoRA and QLoRA adapters on these GPUs (conf/peft's rank; another model
+    than a full fine-tune, so proposed beside it), the fewest GPUs per node that fit, and the
+    fewest that fit with no change."""
     micros = sorted((m for m in range(1, setup.micro_batch + 1) if setup.micro_batch % m == 0), reverse=True)
     found = []
     per_node = max(gpus, 8)  # more GPUs: fill the node (8), then more nodes of as many
     layouts = [(gpus, nodes), *[(g, nodes) for g in (2, 4, 8) if g > gpus], *[(per_node, nodes * k) for k in (2, 4, 8)]]
     for g, n in dict.fromkeys(layouts):
         world = g * n
-        for stage in sorted({setup.zero_stage, 2, 3}):
+        for stage in sorted({setup.zero_stage, 2, 3} | ({0} if setup.peft != "none" else set())):
             for off_opt, off_par in ((False, False), (True, False), (True, True)):
-                if (off_par and stage < 3) or (off_opt and stage == 0) or (world > gpus * nodes and off_opt):
+                if (off_par and stage < 3) or (off_opt and stage == 0) or (world > gpus * nodes and off_opt) \
+                        or not _supported(setup, stage):
                     continue
                 for micro in micros:  # the largest micro-batch that fits at this stage and offload
                     s = replace(setup, zero_stage=stage, offload_optimizer=off_opt, offload_param=off_par,
                                 micro_batch=micro, gradient_checkpointing=True,
-                                precision="bf16-mixed" if stage and setup.precision == "fp32-master"
-                                else setup.precision)
+                                precision=_precision(setup.precision, stage) if stage else setup.precision)
                     mem = memory_for(arch, s, world, gpu_memory_gb, n)
                     if s.grad_accum(world) is not None and mem.fits:
-                        found.append({"overrides": _overrides(setup, s), "gpus": g, "nodes": n,
-                                      "world_size": world, "peak_memory_gb": mem.peak(),
-                                      "cpu_memory_gb": None if mem.cpu_memory_gb is None
-                                      else round(mem.cpu_memory_gb, 1), "micro_batch": micro,
-                                      "offload": off_opt})
+                        found.append(_fit(arch, setup, s, g, n, mem, offload=off_opt))
                         break
+    adapters = []
+    for name in ("lora", "qlora") if setup.peft != "qlora" else ():
+        if name == setup.peft:
+            continue  # a LoRA that does not fit: QLoRA might
+        rank, dropout = PEFT_PRESETS[name]
+        for stage in dict.fromkeys([setup.zero_stage, 0]):
+            preset = replace(setup, peft=name, lora_rank=rank, lora_dropout=dropout, lora_targets=("all-linear",),
+                             modules_to_save=(), zero_stage=stage, offload_optimizer=False, offload_param=False)
+            if not _supported(preset, stage):
+                continue
+            for micro in micros:
+                s = replace(preset, micro_batch=micro, gradient_checkpointing=True,
+                            precision=_precision(setup.precision, stage))
+                mem = memory_for(arch, s, gpus * nodes, gpu_memory_gb, nodes)
+                if s.grad_accum(gpus * nodes) is not None and mem.fits:
+                    adapters.append(_fit(arch, setup, s, gpus, nodes, mem))
+                    break
     here = [o for o in found if o["world_size"] == gpus * nodes]
     more = [o for o in found if o["world_size"] > gpus * nodes]
     best = lambda opts, key: [min(opts, key=key)] if opts else []  # noqa: E731
     by_change = lambda o: (len(o["overrides"]), -o["micro_batch"])  # noqa: E731
     picked = (best([o for o in here if not o["offload"]], by_change)
               + best([o for o in here if o["offload"]], by_change)
+              + best([o for o in adapters if o["peft"]["name"] == "lora"], by_change)
+              + best([o for o in adapters if o["peft"]["name"] == "qlora"], by_change)
               + best(more, lambda o: (o["world_size"], *by_change(o)))
               + best([o for o in more if not o["overrides"]], lambda o: o["world_size"]))
     out = []
@@ -517,6 +608,17 @@ def fitting_overrides(arch: Arch, setup: TrainSetup, gpus: int, gpu_memory_gb: f
         if o not in out:
             out.append(o)
     return [{k: v for k, v in o.items() if k not in ("micro_batch", "offload")} for o in out]
+
+
+def _fit(arch: Arch, base: TrainSetup, s: TrainSetup, gpus: int, nodes: int, mem: TrainMemory,
+         offload: bool = False) -> dict:
+    """One proposal of fitting_overrides (micro_batch and offload are for ranking only)."""
+    return {"overrides": _overrides(base, s), "gpus": gpus, "nodes": nodes, "world_size": gpus * nodes,
+            "peak_memory_gb": mem.peak(),
+            "cpu_memory_gb": None if mem.cpu_memory_gb is None else round(mem.cpu_memory_gb, 1),
+            "peft": None if s.peft == "none" else {"name": s.peft, "r": s.lora_rank,
+                                                   "trainable_params": s.adapters(arch)["trainable_params"]},
+            "micro_batch": s.micro_batch, "offload": offload}
 
 
 # -------------------------------------------------------------------------------- the whole plan
@@ -565,6 +667,19 @@ def _generation_layouts(cfg, arch: Arch, gpus: int, gpu_memory_gb: float | None)
     return out
 
 
+def _peft_summary(arch: Arch, setup: TrainSetup, cfg) -> dict | None:
+    """What an adapter run trains: rank, alpha, targets, trainable parameters and their share,
+    and the frozen base's format; None for full fine-tuning."""
+    if setup.peft == "none":
+        return None
+    trainable = setup.adapters(arch)["trainable_params"]
+    base = "nf4" if setup.peft == "qlora" else ("fp32" if setup.precision == "fp32" else "bf16")
+    return {"name": setup.peft, "r": setup.lora_rank, "alpha": float(cfg.peft.alpha),
+            "dropout": setup.lora_dropout, "target_modules": list(setup.lora_targets),
+            "modules_to_save": list(setup.modules_to_save), "trainable_params": trainable,
+            "trainable_share": round(trainable / arch.n_params(), 5), "base_weights": base}
+
+
 def plan(cfg, gpus: int, gpu_memory_gb: float | None, world_size: int | None = None) -> dict:
     """Per stage, what will run where for `cfg` on `gpus` GPUs per node of `gpu_memory_gb`:
     train (world size, ZeRO, micro-batch, accumulation, memory per GPU, fits, what would fit),
@@ -587,6 +702,7 @@ def plan(cfg, gpus: int, gpu_memory_gb: float | None, world_size: int | None = N
              "precision": setup.precision, "micro_batch": setup.micro_batch, "grad_accum": accum,
              "global_batch": setup.global_batch, "cutoff_len": setup.seq_len, "packing": cfg.model.packing,
              "gradient_checkpointing": setup.gradient_checkpointing,
+             "peft": _peft_summary(arch, setup, cfg),
              "memory_gb": memory.to_dict(), "peak_memory_gb": memory.peak(), "fits": memory.fits,
              "fitting_overrides": []}
     if error:

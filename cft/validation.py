@@ -129,6 +129,29 @@ def _validate_teachers(cfg: DictConfig) -> None:
             raise ConfigError(f"teacher.{key}={cfg.teacher[key]} must be >= 1")
 
 
+def _validate_peft(cfg: DictConfig) -> None:
+    """peft.*: LoRA's numbers, and the DeepSpeed stages an adapter run supports: ZeRO-3 would
+    partition the frozen base that the final merge needs whole; QLoRA's 4-bit weights train
+    without DeepSpeed (bitsandbytes' NF4 tensors are not ZeRO-partitioned here)."""
+    p = cfg.get("peft")
+    if p is None:
+        return
+    _choice(cfg, "peft.name", ("none", "lora", "qlora"))
+    if p.name == "none":
+        return
+    if p.r < 1 or p.alpha <= 0 or not 0 <= p.dropout < 1:
+        raise ConfigError(f"peft.r={p.r}, peft.alpha={p.alpha}, peft.dropout={p.dropout}: need r >= 1, "
+                          f"alpha > 0 and 0 <= dropout < 1")
+    if not p.target_modules:
+        raise ConfigError("peft.target_modules is empty: [all-linear] (every linear layer) or module names")
+    if int(cfg.deepspeed.stage) == 3:
+        raise ConfigError(f"peft={p.name} with deepspeed=zero3 is not supported (the final merge needs the "
+                          f"frozen base whole): use deepspeed=zero2 or deepspeed=none")
+    if p.name == "qlora" and int(cfg.deepspeed.stage) > 0:
+        raise ConfigError(f"peft=qlora trains without DeepSpeed (its 4-bit base weights are not "
+                          f"ZeRO-partitioned), but deepspeed={cfg.deepspeed.name}: add deepspeed=none")
+
+
 def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     """Check cross-field constraints and compute derived values, once, in place."""
     check_known_keys(cfg)
@@ -159,6 +182,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     _choice(cfg, "deepspeed.offload_param", ("none", "cpu"))
     if cfg.deepspeed.offload_param != "none" and cfg.deepspeed.stage != 3:
         raise ConfigError("deepspeed.offload_param needs deepspeed.stage=3 (ZeRO-3 partitions parameters)")
+    _validate_peft(cfg)
     if "critique" in cfg.stages and cfg.teacher.backend == "released" and cfg.method.target == "teacher_solution":
         raise ConfigError(f"method={cfg.method.name} trains on teacher-written solutions, but teacher=released "
                           "only ships critiques: use a teacher that writes them (teacher=gpt-4o for the "

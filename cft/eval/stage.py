@@ -167,12 +167,15 @@ def checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
 def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
     """Evaluate every saved checkpoint on eval.select_benchmark and pick the best, as the paper
     does with MATH-500. Ties go to the later step. Written to eval/selection.json."""
+    from cft.models import generation_weights
+
     candidates = checkpoints(paths)
     if not candidates:
         raise FileNotFoundError(f"eval.select_checkpoint=true but no checkpoints in {paths.checkpoints}")
     bench = get_benchmark(cfg.eval.select_benchmark).name
     curve = []
     for step, path in candidates:
+        path = generation_weights(path, cfg)  # an adapter checkpoint (peft): merged into the base, once
         res = evaluate(cfg, str(path), paths.eval_dir / "selection" / f"checkpoint-{step}",
                        benchmarks=[bench], limit=cfg.eval.select_limit, tokenizer_path=tokenizer_path)
         curve.append({"step": step, "path": str(path), "accuracy": res[bench]["accuracy"]})

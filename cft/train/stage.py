@@ -17,6 +17,7 @@ from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 from cft.tracking import RUN_ID_FILE, log_metrics
 from cft import checkpoints as ckpt
+from cft.train import adapters
 from cft.train.format import example, prepare_tokenizer, tokenize
 from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_model
 
@@ -180,13 +181,18 @@ def run(cfg, paths: RunPaths) -> dict:
         ckpt.safe_deepspeed_load()
         if rank == 0:
             write_json(paths.deepspeed_json, args.hf_deepspeed_config.config)
-    model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0, training=True)
+    peft = adapters.enabled(cfg)  # a frozen base needs no fp32 master copy: it stays in model.dtype
+    model = load_model(source, cfg.model, fp32_master=int(cfg.deepspeed.stage) == 0 and not peft, training=True,
+                       quantization=adapters.quantization(cfg))
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model.train_template={cfg.model.train_template!r} adds special tokens "
                          f"{sorted(tokenizer.added_tokens_encoder)} to a tokenizer of {len(tokenizer)} "
                          f"tokens, more than the model's {model.get_input_embeddings().num_embeddings} embeddings")
     use_cache = prepare_model(model)
-    packing = packing_enabled(cfg.model.packing, attn_of(model))
+    attn = attn_of(model)
+    packing = packing_enabled(cfg.model.packing, attn)
+    if peft:  # checkpoint-N/ then holds the adapter, not the model
+        model = adapters.wrap(model, cfg)
 
     key = ckpt.resume_key(cfg, examples)  # every rank computes the same key
     if rank == 0:
@@ -205,12 +211,18 @@ def run(cfg, paths: RunPaths) -> dict:
 
     # Every rank calls save_model (ZeRO-3 gathers shards); only the main process writes.
     model.config.use_cache = use_cache
-    if int(cfg.deepspeed.stage) == 0:  # trained with fp32 master weights: save in model.dtype
+    if int(cfg.deepspeed.stage) == 0 and not peft:  # trained with fp32 master weights: save in model.dtype
         model.to(torch_dtype(cfg.model))
     tmp = paths.final_model.with_name(paths.final_model.name + ".tmp")
     if trainer.is_world_process_zero():
         shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
+    # peft: model/adapter/ holds the adapter, model/ the adapter merged into the base
+    trainer.save_model(str(tmp / adapters.ADAPTER_DIR if peft else tmp))
+    counts = adapters.parameter_counts(model) if peft else {}
+    if peft and trainer.is_world_process_zero():
+        adapters.release(trainer)
+        del model
+        adapters.save_merged(tmp / adapters.ADAPTER_DIR, tmp, source, cfg)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(paths.final_model, ignore_errors=True)
@@ -221,5 +233,5 @@ def run(cfg, paths: RunPaths) -> dict:
             "train_loss": ckpt.mean_logged_loss(trainer.state.log_history, default=result.training_loss),
             "global_step": result.global_step,
             "resumed_from": str(last) if last else None, "packing": packing,
-            "attn_implementation": attn_of(model), "deepspeed_stage": int(cfg.deepspeed.stage),
-            "world_size": world_size}
+            "attn_implementation": attn, "deepspeed_stage": int(cfg.deepspeed.stage),
+            "world_size": world_size, "peft": cfg.peft.name, **counts}
