@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+from cft.io import read_json
 from cft.paths import RunPaths
 from cft.report.evidence import Problem, benchmarks, problems
 from cft.report.tables import IGNORED, _read_config
@@ -44,8 +45,7 @@ def settings_text(settings: dict) -> list[str]:
 
 
 def _sampling(paths: RunPaths) -> dict:
-    from cft.io import read_json
-
+    """How a run sampled (eval/results.json `sampling`; greedy for a run from before it)."""
     try:
         return read_json(paths.eval_results).get("sampling") or {"n": 1, "temperature": 0.0}
     except (OSError, ValueError):
