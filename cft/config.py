@@ -81,6 +81,12 @@ class MethodConfig:
     # cft only: share of the training set made of SFT pairs (question -> the dataset's response),
     # mixed in with the critiques. 0 = pure CFT; `method=cft-sft` sets 0.5.
     sft_ratio: float = 0.0
+    # The polarity ablation (conf/experiment/polarity-ablation.yaml): train on polarity_size
+    # critiques of which this share critique wrong responses (cft.records.response_polarity),
+    # drawn with `seed`. null = off (every critique). polarity_size null = the most every share
+    # can have: the smaller of the right and wrong counts.
+    wrong_fraction: Optional[float] = None
+    polarity_size: Optional[int] = None
     # The paper's recipe (LLaMA-Factory config of the official repo).
     lr: float = 5e-6
     scheduler: str = "cosine"
@@ -227,9 +233,16 @@ class EvalConfig:
     grader_timeout_s: float = 5.0
     grader_workers: Optional[int] = None
     # Evaluate every saved checkpoint on select_benchmark and use the best for the final eval.
+    # math-validation: 500 MATH train problems, disjoint from every reported test set;
+    # select_benchmark=math500 is the paper's exact protocol (selected on a reported column).
     select_checkpoint: bool = False
-    select_benchmark: str = "math-500"
+    select_benchmark: str = "math-validation"
     select_limit: Optional[int] = None
+    # How questions become prompts (cft.templates.EvalProtocol): zero-shot (model.eval_template,
+    # the paper's protocol for trained models) | few-shot-cot (Qwen2.5-Math's few-shot CoT
+    # prompts for base models, `shots` demonstrations). results.json records which.
+    protocol: str = "zero-shot"
+    shots: int = 4
     # Critic evaluation of a CFT model on held-out CHAMP (question, response) pairs.
     critic: bool = False
     critic_limit: Optional[int] = 64

@@ -57,3 +57,13 @@ def is_verified(rec: dict) -> bool:
     if rec["response_correct"] != UNKNOWN:
         return rec["response_correct"] == RIGHT
     return (rec.get("extra") or {}).get("released_verdict") == RIGHT
+
+
+def response_polarity(row: dict) -> str:
+    """Whether the response a critique row (or record) critiques is right or wrong: the answer
+    checker's decision where it made one, else the critique's own verdict (WebInstruct-CFT has
+    no reference answers; its GPT-4o verdicts decide, as for SFT-verified); "unknown" else."""
+    if row.get("response_correct", UNKNOWN) != UNKNOWN:
+        return row["response_correct"]
+    verdict = row.get("teacher_verdict") or (row.get("extra") or {}).get("released_verdict")
+    return verdict if verdict in (RIGHT, WRONG) else UNKNOWN

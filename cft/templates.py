@@ -80,3 +80,83 @@ def eval_prompt(template: str, question: str) -> str:
         raise KeyError(f"model.eval_template={template!r} is unknown; known: {sorted(EVAL_TEMPLATES)}")
     # str.replace, not str.format: the templates contain literal braces (\boxed{}).
     return EVAL_TEMPLATES[template].replace("{input}", question.strip())
+
+
+# The evaluation protocols (`eval.protocol`). zero-shot: the model's chat template
+# (model.eval_template), the paper's protocol for every trained model. few-shot-cot: how
+# Qwen2.5-Math's evaluation prompts a base model (its `cot` prompt type with `--num_shots`):
+# `eval.shots` demonstrations (cft.benchmarks.demos), each turn "Question: {q}\nAnswer: {a}",
+# turns joined by "\n\n\n", the prompt's trailing space stripped; math_eval.py adds the stop
+# word "\n\nQuestion:" for it, where a base model starts inventing the next problem.
+PROTOCOLS = ("zero-shot", "few-shot-cot")
+COT_TURN = "Question: {input}\nAnswer: "
+COT_SPLITTER = "\n\n\n"
+COT_STOPS = ("\n\nQuestion:",)
+
+
+def few_shot_prompt(question: str, demos) -> str:
+    """Qwen2.5-Math's `cot` prompt: the (question, answer) demos, then the question."""
+    turns = [COT_TURN.replace("{input}", q) + a for q, a in demos]
+    turns.append(COT_TURN.replace("{input}", question.strip()))
+    return COT_SPLITTER.join(turns).strip(" ")
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a benchmark question becomes a prompt, and where a completion ends beyond the
+    generator's own stop strings; recorded in eval/results.json so a table can say which
+    protocol produced its numbers."""
+
+    name: str
+    template: str
+    shots: int = 0
+    stops: tuple[str, ...] = ()
+
+    def prompt(self, question: str, benchmark: str) -> str:
+        if self.name == "few-shot-cot":
+            from cft.benchmarks.demos import demonstrations
+
+            return few_shot_prompt(question, demonstrations(benchmark)[: self.shots])
+        return eval_prompt(self.template, question)
+
+    def finish(self, completion: str) -> tuple[str, bool]:
+        """The completion cut before the first of the protocol's stop strings (stripped, as the
+        official evaluation cuts), and whether one was found."""
+        ends = [i for i in (completion.find(s) for s in self.stops) if i >= 0]
+        return (completion[: min(ends)].strip(), True) if ends else (completion, False)
+
+    def finish_samples(self, samples: list[list[dict]]) -> list[list[dict]]:
+        """Each stored sample {completion, finish_reason, ...} finished by `finish`: a cut one
+        ended at a stop ("stop"), whatever the generator ran on to (the generator does not know
+        the protocol's stops, so it generates past them; the text kept is the same)."""
+        out = []
+        for problem in samples:
+            done = []
+            for s in problem:
+                text, cut = self.finish(s["completion"])
+                done.append(dict(s, completion=text, finish_reason="stop") if cut else s)
+            out.append(done)
+        return out
+
+    def check(self, benchmarks) -> None:
+        """Every benchmark (registry names) has `shots` demonstrations; else a ValueError naming
+        eval.shots (GSM8K has 8, MATH 5, Minerva-Math 4)."""
+        from cft.benchmarks.demos import demonstrations
+
+        for name in benchmarks if self.name == "few-shot-cot" else ():
+            have = len(demonstrations(name))
+            if not 0 < self.shots <= have:
+                raise ValueError(f"eval.shots={self.shots}: eval.protocol=few-shot-cot has 1 to {have} "
+                                 f"demonstrations for {name}")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "template": self.template, "shots": self.shots, "stops": list(self.stops)}
+
+
+def eval_protocol(eval_cfg, model_cfg) -> EvalProtocol:
+    """The protocol `eval.protocol` names (eval.shots demonstrations for few-shot-cot)."""
+    if eval_cfg.protocol == "zero-shot":
+        return EvalProtocol("zero-shot", model_cfg.eval_template)
+    if eval_cfg.protocol == "few-shot-cot":
+        return EvalProtocol("few-shot-cot", "cot", int(eval_cfg.shots), COT_STOPS)
+    raise ValueError(f"eval.protocol={eval_cfg.protocol!r} is not one of {list(PROTOCOLS)}")

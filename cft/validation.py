@@ -92,6 +92,15 @@ def check_inputs(cfg: DictConfig) -> None:
     if "eval" in stages and cfg.model.eval_template not in EVAL_TEMPLATES:
         raise ConfigError(f"model.eval_template={cfg.model.eval_template!r} is unknown; "
                           f"known: {sorted(EVAL_TEMPLATES)}")
+    if "eval" in stages:
+        from cft.templates import PROTOCOLS, eval_protocol
+
+        _choice(cfg, "eval.protocol", PROTOCOLS)
+        try:  # few-shot-cot: enough demonstrations for every benchmark it will prompt
+            eval_protocol(cfg.eval, cfg.model).check(
+                [get_benchmark(n).name for _, names, read in benchmark_keys if read for n in names])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if stages & {"train", "eval"} and cfg.model.train_template not in TRAIN_TEMPLATES:
         raise ConfigError(f"model.train_template={cfg.model.train_template!r} is unknown; "
                           f"known: {sorted(TRAIN_TEMPLATES)}")
@@ -166,6 +175,14 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     if cfg.method.sft_ratio and cfg.method.target != "critique":
         raise ConfigError(f"method.sft_ratio mixes SFT pairs into critique training; "
                           f"method.target={cfg.method.target!r} is not 'critique'")
+    if cfg.method.wrong_fraction is not None:
+        if not 0.0 <= cfg.method.wrong_fraction <= 1.0:
+            raise ConfigError(f"method.wrong_fraction={cfg.method.wrong_fraction} must be in [0, 1] (null: off)")
+        if cfg.method.target != "critique":
+            raise ConfigError(f"method.wrong_fraction chooses critiques by the correctness of the response "
+                              f"they critique; method.target={cfg.method.target!r} is not 'critique'")
+    if cfg.method.polarity_size is not None and cfg.method.polarity_size < 1:
+        raise ConfigError(f"method.polarity_size={cfg.method.polarity_size} must be >= 1 (null: the most the data allow)")
     _choice(cfg, "model.init", ("pretrained", "random"))
     if "data" in cfg.stages and cfg.dataset.noisy_generator == "tiny" and cfg.model.init != "random":
         raise ConfigError(f"dataset.noisy_generator=tiny generates with the run's own model built from its "

@@ -17,7 +17,7 @@ from cft.paths import RunPaths
 from helpers import assert_no_secret, cli, cli_env, train_metrics
 from wandb_offline import read_run
 
-BENCHES = ["math-500", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]
+BENCHES = ["math", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]  # the paper's Table 2 columns
 
 
 def _fake_run(sweep: Path, num: int, method: str, noisy: str, accuracy: dict | None,
@@ -88,9 +88,9 @@ def test_missing_and_failed_cells_are_shown_not_dropped(sweep):
     table = build_table(collect_runs(sweep))
     rows = {(r["method"], r["dataset.noisy_models"]): r for r in _csv_rows(to_csv(table))}
     failed = rows[("sft-verified", "[GPT-3.5]")]
-    assert failed["status"] == "failed" and failed["math-500"] == "failed"
+    assert failed["status"] == "failed" and failed["math"] == "failed"
     partial = rows[("cft", "[GPT-3.5]")]
-    assert partial["amc23"] == "—" and partial["average"] == "—" and partial["math-500"] == "9.0"
+    assert partial["amc23"] == "—" and partial["average"] == "—" and partial["math"] == "9.0"
     md = to_markdown(table)
     assert "| tiny | sft-verified | [GPT-3.5] | failed | failed |" in md
     assert "| tiny | cft | [GPT-3.5] | 9.0 |" in md and "| — | — | — |" in md
@@ -110,7 +110,7 @@ def test_best_per_column_and_delta_vs_best_sft(sweep):
     md = to_markdown(table)
     assert "| tiny | cft | [GPT-4] | **15.2** |" in md and "| +3.2 |" in md  # 15.25 -> 15.2 (banker's)
     tex = to_latex(table)
-    assert r"\textbf{15.2}" in tex and r"$\Delta$ CFT vs best SFT" in tex and r"MATH-500" in tex
+    assert r"\textbf{15.2}" in tex and r"$\Delta$ CFT vs best SFT" in tex and r"& MATH &" in tex
 
 
 def _edit(run_dir: Path, name: str, change) -> None:
@@ -146,13 +146,13 @@ def test_a_key_set_on_the_command_line_is_a_column_even_in_step_with_the_method(
 
 def test_a_score_says_how_many_problems_it_is_over_when_that_differs(sweep):
     _edit(sweep / "0_dataset.noisy_models=[GPT-4],method=sft", "results.json",
-          lambda r: r["n"].update({"math-500": 8}))
+          lambda r: r["n"].update({"math": 8}))
     table = build_table(collect_runs(sweep))
     md = to_markdown(table)
     assert "| tiny | sft | [GPT-4] | 10.0 (n=8) | 11.5 |" in md  # gsm8k etc.: n=10 everywhere, unsaid
     assert "| tiny | cft | [GPT-4] | **15.2 (n=10)** | **16.8** |" in md
     rows = {(r["method"], r["dataset.noisy_models"]): r for r in _csv_rows(to_csv(table))}
-    assert rows[("sft", "[GPT-4]")]["math-500"] == "10.0" and rows[("sft", "[GPT-4]")]["n.math-500"] == "8"
+    assert rows[("sft", "[GPT-4]")]["math"] == "10.0" and rows[("sft", "[GPT-4]")]["n.math"] == "8"
     assert "n.gsm8k" not in rows[("sft", "[GPT-4]")]
     assert "15.2 (n=10)" in to_latex(table)
 
@@ -160,7 +160,7 @@ def test_a_score_says_how_many_problems_it_is_over_when_that_differs(sweep):
 def test_cli_writes_three_table_formats_plots_and_local_report(sweep, tmp_path, capsys):
     out = tmp_path / "report"
     assert main([str(sweep), "--out", str(out), "--wandb", "disabled"]) == 0
-    assert "| model | method | dataset.noisy_models | MATH-500 |" in capsys.readouterr().out
+    assert "| model | method | dataset.noisy_models | MATH | Minerva-Math |" in capsys.readouterr().out
     for name in ["results_table.md", "results_table.csv", "results_table.tex", "report.md", "report.html"]:
         assert (out / name).stat().st_size > 0, name
     for png in ["train_loss.png", "accuracy.png", "checkpoint_selection.png"]:

@@ -56,9 +56,9 @@ def test_every_cell_composes_and_validates(compose, experiment):
             assert got == override.value(), (key, got)
         world = max(1, cfg.cluster.gpus_per_node) * cfg.cluster.nodes
         validate(cfg, world_size=world)  # the global batch splits over the cluster's GPUs
-        if cluster == "slurm":  # the paper's protocol: six benchmarks, vLLM, best ckpt on MATH-500
+        if cluster == "slurm":  # the paper's protocol: six benchmarks, vLLM, best ckpt on held-out MATH
             assert list(cfg.eval.benchmarks) == PAPER_BENCHMARKS
-            assert (cfg.eval.backend, cfg.eval.select_benchmark) == ("vllm", "math-500")
+            assert (cfg.eval.backend, cfg.eval.select_benchmark) == ("vllm", "math-validation")
             assert cfg.eval.select_checkpoint is (experiment != "qwen32b-4k")  # 32B: disk, see the yaml
         run_names.add((cfg.run_name, tuple(cell)))
     assert len(run_names) == len(grid_cells(experiment))

@@ -1,8 +1,11 @@
-"""The math benchmarks of the paper (+ TheoremQA, GPQA/MMLU-Pro by user path), and their test
-sets, which ship with the package under `data/` (pinned by `data/SHA256SUMS`).
+"""The math benchmarks of the paper (+ TheoremQA, GPQA/MMLU-Pro by user path), their test sets
+and the selection sets, which ship with the package under `data/` (pinned by `data/SHA256SUMS`).
 
 Each benchmark knows its question field and how its file stores the reference answer (the
-table in data/README.md).
+table in data/README.md). `math` is the paper's MATH column: the 5,000-problem MATH test of
+Qwen2.5-Math's evaluation, graded as that evaluation grades it (the last `\\boxed{}` of the
+solution); `math-500` is its 500-problem subset. The selection sets (SELECTION_SETS) are for
+picking checkpoints, never for reporting.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
+        Benchmark("math", "math", "problem", lambda r: _last_boxed(r["solution"])),
         Benchmark("math-500", "math-500", "problem", lambda r: str(r["answer"])),
         Benchmark("minerva_math", "minerva_math", "problem", lambda r: _last_boxed(r["solution"])),
         Benchmark("gsm8k", "gsm8k", "question", _gsm8k),
@@ -77,14 +81,22 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("aime24", "aime24", "problem", lambda r: _number(r["answer"])),
         Benchmark("amc23", "amc23", "question", lambda r: _number(r["answer"])),
         Benchmark("theoremqa", "theoremqa", "problem", lambda r: str(r["answer"])),
+        # Selection sets. math-validation: 500 MATH *train* problems, disjoint from every test
+        # set here (the default eval.select_benchmark). math-500-validation: One-Shot CFT's 500
+        # MATH *test* problems outside MATH-500 (disjoint from MATH-500, inside MATH).
+        Benchmark("math-validation", "math-validation", "problem", lambda r: str(r["answer"])),
+        Benchmark("math-500-validation", "math-500-validation", "problem", lambda r: _last_boxed(r["solution"])),
     ]
 }
-# The six benchmarks of the paper's main table, in its column order.
-PAPER_BENCHMARKS = ["math-500", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]
+# The six benchmarks of the paper's main table (Table 2), in its column order: MATH is the
+# 5,000-problem test (the paper reports MATH-500 only where it says so, e.g. beside SimpleRL).
+PAPER_BENCHMARKS = ["math", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23"]
+# Sets for checkpoint selection, not for reporting.
+SELECTION_SETS = ("math-validation", "math-500-validation")
 
 
 # Other spellings in use (the paper's table headers, lm-eval / Qwen2.5-Math eval names).
-ALIASES = {"math": "math-500", "math500": "math-500", "minerva": "minerva_math",
+ALIASES = {"math500": "math-500", "mathval": "math-validation", "minerva": "minerva_math",
            "minervamath": "minerva_math", "olympiad": "olympiadbench", "aime": "aime24",
            "aime2024": "aime24", "amc": "amc23", "amc2023": "amc23", "gsm": "gsm8k"}
 

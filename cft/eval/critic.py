@@ -27,13 +27,26 @@ def heldout_pairs(cfg, exclude_ids: set[str], limit: int | None) -> list[dict]:
     return pairs
 
 
+def _accuracy(rows: list[dict]) -> float | None:
+    return 100.0 * sum(r["verdict"] == r["truth"] for r in rows) / len(rows) if rows else None
+
+
 def critic_metrics(rows: list[dict]) -> dict:
+    """Verdict accuracy overall and on correct and incorrect candidates apart (a critic that
+    calls everything wrong scores 100 on the incorrect ones and 0 on the others), and `f1`, the
+    harmonic mean of those two accuracies (ProcessBench's F1): high only when both are. A
+    missing verdict counts as a miss."""
     n = len(rows)
-    correct = sum(r["verdict"] == r["truth"] for r in rows)
     tp = sum(r["verdict"] == "wrong" and r["truth"] == "wrong" for r in rows)
     said_wrong = sum(r["verdict"] == "wrong" for r in rows)
     is_wrong = sum(r["truth"] == "wrong" for r in rows)
-    return {"n": n, "accuracy": 100.0 * correct / n if n else None,
+    on_correct = _accuracy([r for r in rows if r["truth"] == "right"])
+    on_incorrect = _accuracy([r for r in rows if r["truth"] == "wrong"])
+    f1 = (None if on_correct is None or on_incorrect is None else
+          0.0 if on_correct + on_incorrect == 0 else 2 * on_correct * on_incorrect / (on_correct + on_incorrect))
+    return {"n": n, "accuracy": _accuracy(rows),
+            "n_correct": n - is_wrong, "accuracy_on_correct": on_correct,
+            "n_incorrect": is_wrong, "accuracy_on_incorrect": on_incorrect, "f1": f1,
             "precision_wrong": tp / said_wrong if said_wrong else None,
             "recall_wrong": tp / is_wrong if is_wrong else None,
             "no_verdict": sum(r["verdict"] is None for r in rows)}

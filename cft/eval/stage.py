@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cft.store import ResultStore
 from cft.benchmarks import get_benchmark
-from cft.templates import eval_prompt
+from cft.templates import eval_protocol
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 
@@ -63,6 +63,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     from cft.eval.sampling import Sampling, generation_settings
 
     sampling = Sampling.of(cfg.eval)
+    protocol = eval_protocol(cfg.eval, cfg.model)  # zero-shot or few-shot-cot prompts (eval.protocol)
     benchmarks = list(benchmarks or cfg.eval.benchmarks)
     limit = cfg.eval.limit if limit is None else limit
     settings = generation_settings(cfg, model_path, tokenizer_path, sampling)
@@ -73,10 +74,10 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     try:
         for bench in map(get_benchmark, benchmarks):  # names were checked in cft.validation.validate
             items = bench.load(cfg.paths.benchmarks, limit)
-            prompts = [eval_prompt(cfg.model.eval_template, it["question"]) for it in items]
+            prompts = [protocol.prompt(it["question"], bench.name) for it in items]
             t0 = time.time()
-            samples = generated_samples(cfg, bench.name, items, prompts, out_dir, settings, sampling,
-                                        model_path, tokenizer_path)
+            samples = protocol.finish_samples(generated_samples(cfg, bench.name, items, prompts, out_dir, settings,
+                                                                sampling, model_path, tokenizer_path))
             gen_s = time.time() - t0
             rows, results[bench.name] = score(bench.name, items, prompts, samples, grader, sampling)
             results[bench.name]["generation_s"] = round(gen_s, 2)
@@ -84,7 +85,7 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     finally:
         grader.close()
     write_json(out_dir / "results.json", {
-        "model": model_path, "benchmarks": results, "macro": macro_average(results),
+        "model": model_path, "benchmarks": results, "macro": macro_average(results), "protocol": protocol.to_dict(),
         "sampling": {"preset": cfg.eval.name, "backend": cfg.eval.backend,
                      "max_new_tokens": int(cfg.eval.max_new_tokens), **sampling.to_dict()}})
     return results
@@ -165,8 +166,9 @@ def checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
 
 
 def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
-    """Evaluate every saved checkpoint on eval.select_benchmark and pick the best, as the paper
-    does with MATH-500. Ties go to the later step. Written to eval/selection.json."""
+    """Evaluate every saved checkpoint on eval.select_benchmark (default: 500 held-out MATH train
+    problems; the paper used MATH-500, eval.select_benchmark=math500) and pick the best. Ties go
+    to the later step. Written to eval/selection.json, with how many checkpoints were compared."""
     from cft.models import generation_weights
 
     candidates = checkpoints(paths)
@@ -180,7 +182,7 @@ def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
                        benchmarks=[bench], limit=cfg.eval.select_limit, tokenizer_path=tokenizer_path)
         curve.append({"step": step, "path": str(path), "accuracy": res[bench]["accuracy"]})
     best = max(curve, key=lambda c: (c["accuracy"], c["step"]))
-    selection = {"benchmark": bench, "curve": curve, "best": best}
+    selection = {"benchmark": bench, "n_checkpoints": len(curve), "curve": curve, "best": best}
     write_json(paths.selection, selection)
     return selection
 

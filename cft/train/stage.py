@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cft.records import is_verified
+from cft.records import is_verified, response_polarity
 from cft.io import read_jsonl, write_json, write_jsonl
 from cft.paths import RunPaths
 from cft.tracking import RUN_ID_FILE, log_metrics
@@ -24,7 +24,8 @@ from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_m
 
 def training_rows(cfg, paths: RunPaths) -> list[dict]:
     """The examples a method trains on: critiques for cft / sft-teacher, records otherwise, and
-    for `method.sft_ratio > 0` critiques plus that share of SFT pairs (see mix_sft)."""
+    for `method.sft_ratio > 0` critiques plus that share of SFT pairs (see mix_sft); with
+    `method.wrong_fraction` the critiques are a fixed-size mix by polarity (polarity_sample)."""
     if cfg.method.target in ("critique", "teacher_solution"):
         rows = read_jsonl(paths.critiques)
     else:
@@ -32,7 +33,12 @@ def training_rows(cfg, paths: RunPaths) -> list[dict]:
     if not rows:
         raise ValueError(f"method {cfg.method.name}: no training rows (see {paths.root}/data, "
                          f"{paths.critique_dir}); e.g. no verified responses or all critiques rejected")
+    if cfg.method.wrong_fraction is not None:
+        rows = polarity_sample(rows, cfg.method.wrong_fraction, cfg.method.polarity_size, cfg.seed)
     examples = [example(r, cfg.method.target) for r in rows]
+    for ex, row in zip(examples, rows):  # the polarity ablation's draw, for the train summary
+        if "polarity" in row:
+            ex["polarity"] = row["polarity"]
     if cfg.method.sft_ratio > 0:
         examples += mix_sft(examples, _sft_records(cfg, paths), cfg.method.sft_ratio, cfg.seed)
     return examples
@@ -60,6 +66,32 @@ def mix_sft(critique_examples: list[dict], records: list[dict], ratio: float, se
                          f"records have a response; the most these data allow is {most:.3f}")
     picked = random.Random(seed).sample(records, n)
     return [dict(example(r, "response"), id=f"sft:{r['id']}") for r in picked]
+
+
+def polarity_sample(rows: list[dict], wrong_fraction: float, size: int | None, seed: int) -> list[dict]:
+    """`size` critique rows of which round(wrong_fraction * size) critique wrong responses and the
+    rest right ones (cft.records.response_polarity; rows of unknown polarity are never drawn).
+    size None: the smaller of the two counts, so every fraction of a sweep trains on as many.
+
+    Each polarity is drawn from its own seeded shuffle, so at one seed a larger fraction keeps
+    the wrong-response critiques of a smaller one. Data that cannot fill the mix raise.
+    """
+    import random
+
+    by = {v: [r for r in rows if response_polarity(r) == v] for v in ("right", "wrong")}
+    size = min(len(by["right"]), len(by["wrong"])) if size is None else size
+    want = {"wrong": round(wrong_fraction * size)}
+    want["right"] = size - want["wrong"]
+    short = [v for v in by if want[v] > len(by[v])]
+    if short or size < 1:
+        raise ValueError(f"method.wrong_fraction={wrong_fraction} with method.polarity_size={size}: needs "
+                         f"{want['wrong']} critiques of wrong and {want['right']} of right responses, the data have "
+                         f"{len(by['wrong'])} and {len(by['right'])} ({len(rows) - len(by['wrong']) - len(by['right'])} "
+                         f"of unknown polarity); lower method.polarity_size (null: the most every fraction allows)")
+    picked = [dict(r, polarity=v) for v in ("wrong", "right")
+              for r in random.Random(f"{seed}:{v}").sample(by[v], len(by[v]))[: want[v]]]
+    random.Random(seed).shuffle(picked)
+    return picked
 
 
 def _metrics_callback(metrics_path: Path):
@@ -228,6 +260,10 @@ def run(cfg, paths: RunPaths) -> dict:
         shutil.rmtree(paths.final_model, ignore_errors=True)
         os.replace(tmp, paths.final_model)
     return {"n_examples": len(examples), "n_sft_mixed": sum(e["id"].startswith("sft:") for e in examples),
+            # method.wrong_fraction: how many critiques of wrong / right responses were drawn
+            **({"n_wrong_critiques": sum(e.get("polarity") == "wrong" for e in examples),
+                "n_right_critiques": sum(e.get("polarity") == "right" for e in examples)}
+               if cfg.method.wrong_fraction is not None else {}),
             "n_truncated": n_truncated,
             # over all steps, also those before a resume (result.training_loss: this process's only)
             "train_loss": ckpt.mean_logged_loss(trainer.state.log_history, default=result.training_loss),
