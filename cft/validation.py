@@ -190,6 +190,9 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
                           f"use model=tiny, or name the generator (a HF id or local path)")
     _choice(cfg, "teacher.backend", ("reference", "openai", "vllm", "released"))
     _choice(cfg, "eval.backend", ("transformers", "vllm"))
+    if "eval" in cfg.stages and cfg.eval.n > 1 and cfg.eval.temperature == 0:  # before the run, not at eval
+        raise ConfigError(f"eval.n={cfg.eval.n} with eval.temperature=0: greedy samples are all the same; "
+                          "set eval.temperature (e.g. 0.6, eval=sampled)")
     _choice(cfg, "eval.checker", ("cft", "math-verify"))
     _choice(cfg, "tracking.mode", ("disabled", "offline", "online"))
     _choice(cfg, "model.packing", ("auto", "packed", "padded"))

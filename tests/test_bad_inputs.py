@@ -38,6 +38,7 @@ BAD_INPUTS = [
     ("config", ["eval.batch_size=0"], "eval.batch_size=0 must be > 0"),
     ("config", ["eval.max_new_tokens=0"], "eval.max_new_tokens=0 must be > 0"),
     ("config", ["eval.benchmarks=[]"], "eval.benchmarks is empty"),
+    ("config", ["eval.n=4"], "eval.n=4 with eval.temperature=0: greedy samples are all the same"),
     # A user's data file.
     ("data", (ROW + "\n" + '{"question": "caf\xe9?", "response": "r"}\n').encode("latin-1"),
      "x.jsonl:2: not valid UTF-8 (byte 0xe9 is byte 18 of the line)"),
