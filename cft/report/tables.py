@@ -230,7 +230,8 @@ def build_table(runs: list[Run], baseline: str | None = None) -> Table:
     seeded = sweep.SEED in keys
     keys = [k for k in keys if k != sweep.SEED]
     present = {b for r in runs if r.results for b in r.results["accuracy"]}
-    benchmarks = [b for b in PAPER_BENCHMARKS if b in present] + sorted(present - set(PAPER_BENCHMARKS))
+    order = [*PAPER_BENCHMARKS[:1], "math-500", *PAPER_BENCHMARKS[1:]]  # MATH-500 beside MATH, as v1 reports it
+    benchmarks = [b for b in order if b in present] + sorted(present - set(order))
     # Problems per score, shown where they differ between runs (a slice beside a full set).
     counts = {b: {_count(r, b) for r in runs if r.results and b in r.results["accuracy"]} for b in benchmarks}
     counted = [b for b in benchmarks if len(counts[b]) > 1]
