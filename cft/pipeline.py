@@ -47,6 +47,17 @@ DEPENDS = {
              "vllm.max_model_len", "vllm.seed"],
     "report": [],
 }
+# What else determines generated noisy responses (dataset.noisy_generator set): the run's own
+# model when the generator is "tiny", and the engine settings. Only then: a changed vLLM setting
+# must not re-run the data stage, and so retrain, for a dataset whose responses ship with it.
+GENERATOR_DEPENDS = ["model.init", "model.arch", "vllm.dtype", "vllm.max_model_len", "vllm.seed"]
+
+
+def depends(cfg: DictConfig, stage: str) -> list[str]:
+    """The config keys a stage's outputs depend on (besides the stage before it)."""
+    if stage == "data" and cfg.dataset.noisy_generator:
+        return DEPENDS[stage] + GENERATOR_DEPENDS
+    return DEPENDS[stage]
 
 
 def check_inputs(cfg: DictConfig, paths: RunPaths, stage: str) -> None:
@@ -195,7 +206,7 @@ def release_training() -> None:
 def fingerprint(cfg: DictConfig, stage: str, upstream: str) -> str:
     parts = {key: OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
              if OmegaConf.is_config(OmegaConf.select(cfg, key)) else OmegaConf.select(cfg, key)
-             for key in DEPENDS[stage]}
+             for key in depends(cfg, stage)}
     blob = json.dumps({"stage": stage, "upstream": upstream, "config": parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -130,3 +130,15 @@ def test_missing_vllm_fails_before_any_stage(compose, overrides, key):
     with pytest.raises(ConfigError, match=f'{key}=vllm needs vLLM, which is not installed'):
         run(cfg)
     assert not RunPaths.of(cfg.run_dir).stages_dir.exists()
+
+
+def test_generated_noisy_responses_follow_their_generator(compose):
+    """The data stage's outputs depend on the generating model and engine only when it generates:
+    a new tiny architecture re-generates the noisy responses (they were reused, stale), while a
+    changed vLLM setting leaves a dataset with shipped responses (and its training) alone."""
+    from cft.pipeline import fingerprint
+
+    gen = ["dataset.noisy_generator=tiny"]
+    assert fingerprint(compose(gen), "data", "") != fingerprint(compose([*gen, "model.arch.num_hidden_layers=3"]), "data", "")
+    assert fingerprint(compose(gen), "data", "") != fingerprint(compose([*gen, "vllm.max_model_len=512"]), "data", "")
+    assert fingerprint(compose([]), "data", "") == fingerprint(compose(["vllm.max_model_len=512"]), "data", "")
