@@ -121,6 +121,16 @@ class RunPaths:
         return self.train_dir / "examples.jsonl"
 
     @property
+    def tokenized_dir(self) -> Path:
+        return self.train_dir / "tokenized"
+
+    def tokenized(self, key: str) -> Path:
+        """The train stage's examples tokenized once (cft/train/dataset.py): examples.jsonl, the
+        memory-mapped Arrow dataset every rank reads (data/), and meta.json, written last. `key`
+        is what the token ids depend on; a run with another key builds its own and drops this."""
+        return self.tokenized_dir / key
+
+    @property
     def checkpoints(self) -> Path:
         return self.train_dir / "checkpoints"
 

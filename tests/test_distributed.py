@@ -67,10 +67,16 @@ def test_two_processes_match_one(compose, tmp_path, one_process):
     cfg = train_cfg(compose, tmp_path / "two", "method.max_steps=4", world_size=2)
     assert grad_accum_steps(cfg, 2) == 1  # 8 = 2 processes x 4, vs 1 x 4 x 2 accumulation
     write_rows(tmp_path / "two")
-    summary = _summary(torchrun(cfg))
+    proc = torchrun(cfg)
+    summary = _summary(proc)
     assert summary["world_size"] == 2 and summary["global_step"] == 4
     assert _compare(one_process, losses(tmp_path / "two"), "ddp") <= TOL
     paths = RunPaths.of(tmp_path / "two")
+    # One process tokenized (rank 0); rank 1 waited for it and read the same memory-mapped data.
+    assert proc.stdout.count("[cft] train: tokenizing ") == 1
+    assert "rank 1 waits for rank 0's tokenized examples" in proc.stdout
+    (meta,) = paths.tokenized_dir.glob("*/meta.json")
+    assert read_json(meta)["tokenized_by"] == {"rank": 0, "world_size": 2}
     names = {p.name for p in (paths.checkpoints / "checkpoint-4").iterdir()}
     assert {"rng_state_0.pth", "rng_state_1.pth", "COMPLETE"} <= names
     assert (paths.final_model / "model.safetensors").exists()

@@ -70,15 +70,49 @@ def prompt_ids(tokenizer, template: str, prompt: str) -> list[int]:
     return ids
 
 
+def _join(prompt: list[int], target: list[int], eos_id: int | None, cutoff_len: int) -> tuple[list[int], int, bool]:
+    """(input ids, prompt length, truncated): target + eos id after the prompt, over-long pairs
+    cut by `infer_seqlen` (prompt head and target head kept)."""
+    if eos_id is not None:
+        target = target + [eos_id]
+    truncated = len(prompt) + len(target) > cutoff_len
+    if truncated:
+        n_p, n_t = infer_seqlen(len(prompt), len(target), cutoff_len)
+        prompt, target = prompt[:n_p], target[:n_t]
+    return prompt + target, len(prompt), truncated
+
+
+def masked_labels(input_ids: list[int], prompt_len: int) -> list[int]:
+    """Labels of an example: the prompt's masked (IGNORE_INDEX), the target's its own ids."""
+    return [IGNORE_INDEX] * prompt_len + input_ids[prompt_len:]
+
+
 def tokenize(ex: dict, tokenizer, template: str, cutoff_len: int) -> dict:
     """input_ids + labels with the prompt masked; target = content + eos id; over-long pairs are
-    cut by `infer_seqlen` (prompt head and target head kept)."""
-    p = prompt_ids(tokenizer, template, ex["prompt"])
-    t = tokenizer(ex["target"], add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        t = t + [tokenizer.eos_token_id]
-    truncated = len(p) + len(t) > cutoff_len
-    if truncated:
-        n_p, n_t = infer_seqlen(len(p), len(t), cutoff_len)
-        p, t = p[:n_p], t[:n_t]
-    return {"input_ids": p + t, "labels": [IGNORE_INDEX] * len(p) + t, "truncated": truncated}
+    cut by `infer_seqlen` (prompt head and target head kept). One example at a time: the
+    reference that `tokenize_batch` (what the train stage runs) must equal."""
+    target = tokenizer(ex["target"], add_special_tokens=False)["input_ids"]
+    ids, n_prompt, truncated = _join(prompt_ids(tokenizer, template, ex["prompt"]), target,
+                                     tokenizer.eos_token_id, cutoff_len)
+    return {"input_ids": ids, "labels": masked_labels(ids, n_prompt), "truncated": truncated}
+
+
+def tokenize_batch(prompts: list[str], targets: list[str], tokenizer, template: str, cutoff_len: int) -> dict:
+    """`tokenize` over many examples, as columns: input_ids, prompt_len (the labels are
+    masked_labels(input_ids, prompt_len)) and truncated. Two tokenizer calls per batch (all user
+    turns, all targets: a fast tokenizer encodes a list in one Rust call) instead of three per
+    example, and the constant [BOS] + system ids computed once. Each segment is still tokenized
+    on its own, so the ids are tokenize()'s (tests/test_tokenized.py compares them)."""
+    t = get_template(template)
+    prefix = [tokenizer.bos_token_id] if t.bos and tokenizer.bos_token_id is not None else []
+    if t.system:
+        prefix += tokenizer(t.system, add_special_tokens=False)["input_ids"]
+    users = tokenizer([t.user.replace("{prompt}", p) for p in prompts], add_special_tokens=False)["input_ids"]
+    targets = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    out: dict[str, list] = {"input_ids": [], "prompt_len": [], "truncated": []}
+    for user, target in zip(users, targets):
+        ids, n_prompt, truncated = _join(prefix + user, target, tokenizer.eos_token_id, cutoff_len)
+        out["input_ids"].append(ids)
+        out["prompt_len"].append(n_prompt)
+        out["truncated"].append(truncated)
+    return out

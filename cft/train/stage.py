@@ -8,64 +8,94 @@ one code path for 1 process / torchrun / srun (distributed.py).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from cft.records import is_verified, response_polarity
-from cft.io import read_jsonl, write_json, write_jsonl
+from cft.io import iter_jsonl, write_json
 from cft.paths import RunPaths
 from cft.tracking import RUN_ID_FILE, log_metrics
 from cft import checkpoints as ckpt
 from cft.train import adapters
-from cft.train.format import example, prepare_tokenizer, tokenize
+from cft.train import dataset as tokenized
+from cft.train.format import example, prepare_tokenizer
 from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_model
 
 
-def training_rows(cfg, paths: RunPaths) -> list[dict]:
-    """The examples a method trains on: critiques for cft / sft-teacher, records otherwise, and
-    for `method.sft_ratio > 0` critiques plus that share of SFT pairs (see mix_sft); with
-    `method.wrong_fraction` the critiques are a fixed-size mix by polarity (polarity_sample)."""
+def training_inputs(cfg, paths: RunPaths) -> list[Path]:
+    """The files training_rows reads: their content is part of the tokenized data's key."""
+    critiques = cfg.method.target in ("critique", "teacher_solution")
+    return [paths.critiques] * critiques + [paths.records] * (not critiques or cfg.method.sft_ratio > 0)
+
+
+def training_rows(cfg, paths: RunPaths) -> Iterator[dict]:
+    """The examples a method trains on, streamed row by row (cft/train/dataset.py tokenizes them
+    as they come; only the polarity draw holds the critiques in memory): critiques for cft /
+    sft-teacher, records otherwise, and for `method.sft_ratio > 0` critiques plus that share of
+    SFT pairs (see mix_sft); with `method.wrong_fraction` the critiques are a fixed-size mix by
+    polarity (polarity_sample)."""
     if cfg.method.target in ("critique", "teacher_solution"):
-        rows = read_jsonl(paths.critiques)
+        rows = iter_jsonl(paths.critiques)
     else:
         rows = _sft_records(cfg, paths)
-    if not rows:
+    if cfg.method.wrong_fraction is not None:
+        rows = list(rows)
+        if rows:
+            rows = polarity_sample(rows, cfg.method.wrong_fraction, cfg.method.polarity_size, cfg.seed)
+    n = 0
+    for row in rows:
+        ex = example(row, cfg.method.target)
+        if "polarity" in row:  # the polarity ablation's draw, for the train summary
+            ex["polarity"] = row["polarity"]
+        yield ex
+        n += 1
+    if not n:
         raise ValueError(f"method {cfg.method.name}: no training rows (see {paths.root}/data, "
                          f"{paths.critique_dir}); e.g. no verified responses or all critiques rejected")
-    if cfg.method.wrong_fraction is not None:
-        rows = polarity_sample(rows, cfg.method.wrong_fraction, cfg.method.polarity_size, cfg.seed)
-    examples = [example(r, cfg.method.target) for r in rows]
-    for ex, row in zip(examples, rows):  # the polarity ablation's draw, for the train summary
-        if "polarity" in row:
-            ex["polarity"] = row["polarity"]
     if cfg.method.sft_ratio > 0:
-        examples += mix_sft(examples, _sft_records(cfg, paths), cfg.method.sft_ratio, cfg.seed)
-    return examples
+        yield from mix_sft(n, paths.records, cfg.method.keep == "verified", cfg.method.sft_ratio, cfg.seed)
 
 
-def _sft_records(cfg, paths: RunPaths) -> list[dict]:
-    rows = [r for r in read_jsonl(paths.records) if r.get("noisy_response")]
-    if cfg.method.keep == "verified":
-        rows = [r for r in rows if is_verified(r)]
-    return rows
+def _sft_records(cfg, paths: RunPaths) -> Iterator[dict]:
+    return (r for _, r in _sft_lines(paths.records, cfg.method.keep == "verified"))
 
 
-def mix_sft(critique_examples: list[dict], records: list[dict], ratio: float, seed: int) -> list[dict]:
-    """SFT examples (question -> response) to add so they make up `ratio` of the mixed set.
+def _sft_lines(records: Path, verified: bool) -> Iterator[tuple[int, dict]]:
+    """(byte offset, record) of each record with a response (judged correct, for `verified`)."""
+    offset = 0
+    with open(records, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                r = json.loads(raw)
+                if r.get("noisy_response") and (not verified or is_verified(r)):
+                    yield offset, r
+            offset += len(raw)
+
+
+def mix_sft(n_critiques: int, records: Path, verified: bool, ratio: float, seed: int) -> Iterator[dict]:
+    """SFT examples (question -> response) to add so they make up `ratio` of the mixed set: a
+    seeded draw of the records with a response, read back by byte offset (random.sample over
+    their positions picks what it picked over the records themselves, which are not in memory).
 
     Each record gives at most one example, so a ratio the records cannot fill raises rather
     than silently training on a different mix.
     """
     import random
 
-    n = round(len(critique_examples) * ratio / (1.0 - ratio))
-    if n > len(records):
-        most = len(records) / (len(records) + len(critique_examples))
-        raise ValueError(f"method.sft_ratio={ratio}: needs {n} SFT pairs but only {len(records)} "
+    n = round(n_critiques * ratio / (1.0 - ratio))
+    offsets = [offset for offset, _ in _sft_lines(records, verified)]
+    if n > len(offsets):
+        most = len(offsets) / (len(offsets) + n_critiques)
+        raise ValueError(f"method.sft_ratio={ratio}: needs {n} SFT pairs but only {len(offsets)} "
                          f"records have a response; the most these data allow is {most:.3f}")
-    picked = random.Random(seed).sample(records, n)
-    return [dict(example(r, "response"), id=f"sft:{r['id']}") for r in picked]
+    with open(records, "rb") as f:
+        for i in random.Random(seed).sample(range(len(offsets)), n):
+            f.seek(offsets[i])
+            r = json.loads(f.readline())
+            yield dict(example(r, "response"), id=f"sft:{r['id']}")
 
 
 def polarity_sample(rows: list[dict], wrong_fraction: float, size: int | None, seed: int) -> list[dict]:
@@ -190,13 +220,9 @@ def run(cfg, paths: RunPaths) -> dict:
     source = model_source(cfg.model, cfg.paths.cache)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     prepare_tokenizer(tokenizer, cfg.model.train_template)  # as LLaMA-Factory fixes it (stop words, pad)
-    examples = training_rows(cfg, paths)
-    if rank == 0:
-        write_jsonl(paths.train_examples, examples)
-    features = [tokenize(ex, tokenizer, cfg.model.train_template, cfg.method.cutoff_len)
-                for ex in examples]
-    n_truncated = sum(f.pop("truncated") for f in features)
-    dataset = features  # a list is a map-style dataset to the Trainer (no `datasets` needed)
+    # Tokenized once per run by the main process; every rank reads it memory-mapped.
+    dataset, data = tokenized.prepare(cfg, paths, tokenizer, lambda: training_rows(cfg, paths),
+                                      training_inputs(cfg, paths))
 
     use_cpu = not torch.cuda.is_available()
     if int(cfg.deepspeed.stage) > 0:  # DeepSpeed needs a process group, even a group of one
@@ -226,7 +252,8 @@ def run(cfg, paths: RunPaths) -> dict:
     if peft:  # checkpoint-N/ then holds the adapter, not the model
         model = adapters.wrap(model, cfg)
 
-    key = ckpt.resume_key(cfg, examples)  # every rank computes the same key
+    # every rank computes the same key; the examples (not in memory) by their digest
+    key = ckpt.resume_key(cfg, [{"examples_sha256": data["examples_sha256"]}])
     if rank == 0:
         for moved in ckpt.clean(paths.checkpoints, key):
             print(f"[cft] train: not resuming {moved}")
@@ -259,12 +286,12 @@ def run(cfg, paths: RunPaths) -> dict:
         tokenizer.save_pretrained(str(tmp))
         shutil.rmtree(paths.final_model, ignore_errors=True)
         os.replace(tmp, paths.final_model)
-    return {"n_examples": len(examples), "n_sft_mixed": sum(e["id"].startswith("sft:") for e in examples),
+    return {"n_examples": data["n_examples"], "n_sft_mixed": data["n_sft_mixed"],
             # method.wrong_fraction: how many critiques of wrong / right responses were drawn
-            **({"n_wrong_critiques": sum(e.get("polarity") == "wrong" for e in examples),
-                "n_right_critiques": sum(e.get("polarity") == "right" for e in examples)}
+            **({"n_wrong_critiques": data["polarity"].get("wrong", 0),
+                "n_right_critiques": data["polarity"].get("right", 0)}
                if cfg.method.wrong_fraction is not None else {}),
-            "n_truncated": n_truncated,
+            "n_truncated": data["n_truncated"],
             # over all steps, also those before a resume (result.training_loss: this process's only)
             "train_loss": ckpt.mean_logged_loss(trainer.state.log_history, default=result.training_loss),
             "global_step": result.global_step,
