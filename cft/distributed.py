@@ -61,7 +61,9 @@ def export_slurm_env() -> bool:
     # `srun` (ours, or a user's) is the same SLURM environment.
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
     # GPU binding is SLURM's (--gpus-per-task) or the user's; we only name the process group.
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    # overwrite: without RANK no launcher set these; any value found (e.g. LOCAL_WORLD_SIZE, which
+    # vLLM's CPU platform writes into its process's environment) is stale, not this step's.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return True
 
 

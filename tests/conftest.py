@@ -16,6 +16,17 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _environment_is_restored():
+    """What a test's in-process libraries write into os.environ (vLLM's CPU platform sets
+    LOCAL_WORLD_SIZE, DeepSpeed's group of one sets RANK...) never reaches the next test or the
+    processes it starts: a later multi-task srun refused to start on a stale LOCAL_WORLD_SIZE."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """The tiny model is built once per test session (or reused from $CFT_CACHE)."""

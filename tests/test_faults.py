@@ -86,10 +86,18 @@ def test_eval_child_dies_with_the_main_process(tmp_path, cache_dir, tiny_source,
         while _alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(child), f"eval child {child} still running after its parent got {sig.name}"
-        # Nothing is left holding the run directory or the eval progress: a re-run can start.
+        # Nothing is left holding the run directory or the eval progress: a re-run can start
+        # (within seconds: on a loaded box the kernel tears a dead process down lazily).
         paths = RunPaths.of(outputs / "runs" / "killed")
         for lock in [paths.run_lock, *eval_dir.glob("*.lock")]:
-            take_lock(lock, str(lock)).close()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    take_lock(lock, str(lock)).close()
+                    break
+                except StoreBusy:
+                    assert time.monotonic() < deadline, f"{lock} still held 20 s after the eval child died"
+                    time.sleep(0.5)
     finally:
         for pid in (main.pid, child):
             if pid and _alive(pid):
