@@ -149,3 +149,24 @@ def test_the_tokenizer_is_part_of_the_key(tiny_tokenizer):
     assert tokenized.tokenizer_digest(tiny_tokenizer) == tokenized.tokenizer_digest(tiny_tokenizer)
     assert tokenized.tokenizer_digest(tiny_tokenizer) != tokenized.tokenizer_digest(other)
     assert "max_steps" in tokenized.TRAINING_ONLY and "cutoff_len" not in tokenized.TRAINING_ONLY
+
+
+def test_without_datasets_training_tokenizes_in_memory_the_same_examples(compose, tmp_path, monkeypatch):
+    """An air-gapped node given only the offline bundle (no `datasets`): the train stage still
+    trains, on the same token ids and labels, tokenizing in memory."""
+    from cft.models import load_tokenizer, model_source
+    from test_train import train_cfg, write_rows
+
+    cfg = train_cfg(compose, tmp_path / "r")
+    write_rows(tmp_path / "r", 12)
+    paths = RunPaths.of(tmp_path / "r")
+    tokenizer = load_tokenizer(model_source(cfg.model, cfg.paths.cache))
+    prepare_tokenizer(tokenizer, cfg.model.train_template)
+    mapped, meta = tokenized.prepare(cfg, paths, tokenizer, lambda: training_rows(cfg, paths), training_inputs(cfg, paths))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    listed, meta2 = tokenized.prepare(cfg, paths, tokenizer, lambda: training_rows(cfg, paths), training_inputs(cfg, paths))
+    assert isinstance(listed, list) and len(listed) == len(mapped) == 12
+    assert [dict(f) for f in listed] == [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in mapped]
+    assert {k: meta2[k] for k in ("n_examples", "n_truncated", "examples_sha256")} == \
+        {k: meta[k] for k in ("n_examples", "n_truncated", "examples_sha256")}

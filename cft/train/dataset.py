@@ -21,6 +21,7 @@ Rows hold input_ids and prompt_len; the Trainer reads {input_ids, labels} (label
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -48,6 +49,8 @@ def prepare(cfg, paths: RunPaths, tokenizer, examples: Callable[[], Iterable[dic
     """(the tokenized dataset, its meta) for this run, on every rank: the main process builds it
     unless a complete one with this key exists; the others wait for it. `examples()` streams
     the examples, read from the `inputs` files."""
+    if importlib.util.find_spec("datasets") is None:
+        return in_memory(cfg, paths, tokenizer, examples)
     key = data_key(cfg, inputs, tokenizer)
     folder = paths.tokenized(key)
     marker = folder / "meta.json"
@@ -65,6 +68,24 @@ def prepare(cfg, paths: RunPaths, tokenizer, examples: Callable[[], Iterable[dic
         print(f"[cft] train: rank {distributed.rank()} waits for rank 0's tokenized examples", flush=True)
         meta = distributed.wait_for_marker(marker, key)
     return load(folder), meta
+
+
+def in_memory(cfg, paths: RunPaths, tokenizer, examples: Callable[[], Iterable[dict]]):
+    """Without `datasets` (an air-gapped node given only the offline bundle's core wheels): every
+    rank tokenizes the examples in memory, one at a time, as before the memory-mapped path. The
+    same ids, labels and order (tests/test_tokenized.py checks tokenize_batch against tokenize);
+    only memory and time differ, so it says so and trains."""
+    from cft.train.format import tokenize
+
+    print('[cft] train: `datasets` is not installed, so every rank tokenizes in memory '
+          '(pip install "cft[hub]" for the tokenize-once, memory-mapped path)', flush=True)
+    paths.train_examples.parent.mkdir(parents=True, exist_ok=True)
+    target = paths.train_examples if distributed.is_main() else Path(os.devnull)
+    rows = list(examples())
+    meta = _write_examples(rows, target)
+    features = [tokenize(ex, tokenizer, cfg.model.train_template, int(cfg.method.cutoff_len)) for ex in rows]
+    meta["n_truncated"] = sum(f.pop("truncated") for f in features)
+    return features, meta
 
 
 def data_key(cfg, inputs: list[Path], tokenizer) -> str:
