@@ -32,8 +32,9 @@ _SLURM_KEYS = {
 }
 
 
-def slurm_job(environ=os.environ) -> dict | None:
+def slurm_job(environ=None) -> dict | None:
     """The current SLURM job as a dict (ids, restart count, nodes), or None outside SLURM."""
+    environ = os.environ if environ is None else environ
     if "SLURM_JOB_ID" not in environ:
         return None
     info: dict[str, Any] = {k: environ.get(v) for k, v in _SLURM_KEYS.items()}
@@ -44,8 +45,9 @@ def slurm_job(environ=os.environ) -> dict | None:
     return info
 
 
-def record_job(run_dir: str | Path, environ=os.environ) -> dict | None:
+def record_job(run_dir: str | Path, environ=None) -> dict | None:
     """Append this (re)start of the SLURM job to <run_dir>/slurm_jobs.jsonl (rank 0 only)."""
+    environ = os.environ if environ is None else environ
     info = slurm_job(environ)
     from cft import distributed
 

@@ -27,25 +27,28 @@ def _slurm_step(environ) -> bool:
     return "SLURM_PROCID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1
 
 
-def rank(environ=os.environ) -> int:
+def rank(environ=None) -> int:
+    environ = os.environ if environ is None else environ
     if "RANK" in environ:
         return int(environ["RANK"])
     return int(environ["SLURM_PROCID"]) if _slurm_step(environ) else 0
 
 
-def world_size(environ=os.environ) -> int:
+def world_size(environ=None) -> int:
+    environ = os.environ if environ is None else environ
     if "RANK" in environ:
         return int(environ.get("WORLD_SIZE", "1"))
     return int(environ["SLURM_NTASKS"]) if _slurm_step(environ) else 1
 
 
-def local_rank(environ=os.environ) -> int:
+def local_rank(environ=None) -> int:
+    environ = os.environ if environ is None else environ
     if "LOCAL_RANK" in environ:
         return int(environ["LOCAL_RANK"])
     return int(environ.get("SLURM_LOCALID", "0")) if _slurm_step(environ) else 0
 
 
-def is_main(environ=os.environ) -> bool:
+def is_main(environ=None) -> bool:
     return rank(environ) == 0
 
 
@@ -73,10 +76,11 @@ def export_slurm_env() -> bool:
 RENDEZVOUS_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
 
 
-def group_of_one_env(environ=os.environ) -> dict:
+def group_of_one_env(environ=None) -> dict:
     """The variables that make a process started without a launcher (one GPU, a notebook, an
     interactive node) rank 0 of a process group of one on 127.0.0.1 at a free port; {} when a
     launcher already set any of them (torchrun, srun through export_slurm_env): theirs win."""
+    environ = os.environ if environ is None else environ
     if any(k in environ for k in RENDEZVOUS_ENV) or _slurm_step(environ):
         return {}
     import socket
@@ -103,9 +107,10 @@ _DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GRO
 _DISTRIBUTED_PREFIXES = ("TORCHELASTIC_", "ACCELERATE_", "PET_")
 
 
-def single_process_env(environ=os.environ) -> dict:
+def single_process_env(environ=None) -> dict:
     """`environ` without any distributed variable: the environment of a child process that must
     start as a single process (the evaluation stage after data-parallel training)."""
+    environ = os.environ if environ is None else environ
     return {k: v for k, v in environ.items()
             if k not in _DISTRIBUTED_ENV and not k.startswith(_DISTRIBUTED_PREFIXES)}
 
@@ -137,12 +142,13 @@ def die_with_parent():
     return preexec
 
 
-def child_env(devices: str | None = None, environ=os.environ) -> dict:
+def child_env(devices: str | None = None, environ=None) -> dict:
     """The environment of every process we start (a stage's child, a generation engine worker,
     `vllm serve`): single_process_env (no launcher rendezvous variables: issue #20 S1), vLLM
     workers started by spawn (a fork after CUDA was touched fails with "Cannot re-initialize CUDA
     in forked subprocess": S2), `devices` as CUDA_VISIBLE_DEVICES when given, and this checkout
     first on PYTHONPATH so `python -m cft...` finds it from any working directory."""
+    environ = os.environ if environ is None else environ
     from pathlib import Path
 
     env = single_process_env(environ)

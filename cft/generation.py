@@ -344,10 +344,11 @@ class VLLMGenerator(Generator):
         gc.collect()
 
 
-def in_workers(backend: str, layout, environ=os.environ) -> bool:
+def in_workers(backend: str, layout, environ=None) -> bool:
     """Whether generation runs in engine worker processes rather than in this one: several
     engines (data parallel), or a vLLM engine asked for inside a launched process (its
     rendezvous variables would reach vLLM's own process group setup: issue #20 S1)."""
+    environ = os.environ if environ is None else environ
     from cft.distributed import single_process_env
 
     return layout.engines > 1 or (backend == "vllm" and single_process_env(environ) != dict(environ))

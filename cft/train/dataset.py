@@ -131,9 +131,17 @@ def _complete(marker: Path, key: str) -> dict | None:
 
 def build(cfg, folder: Path, tokenizer, examples: Iterable[dict], key: str, workers: int | None = None) -> dict:
     """Write `folder`: examples.jsonl, data/ (the tokenized Arrow dataset) and meta.json. Built
-    in a temp folder renamed into place, so `folder` is complete or absent."""
-    datasets = _datasets()
+    in a temp folder renamed into place, so `folder` is complete or absent; a failure (e.g. a
+    mix the data cannot fill, raised while the examples stream) leaves no temp folder behind."""
     tmp = folder.with_name(f".{folder.name}.tmp")
+    try:
+        return _build(cfg, folder, tmp, tokenizer, examples, key, workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(cfg, folder: Path, tmp: Path, tokenizer, examples: Iterable[dict], key: str, workers: int | None) -> dict:
+    datasets = _datasets()
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     t0, cpu0 = time.time(), _cpu_s()
