@@ -41,6 +41,23 @@ def torchrun(cfg, nproc: int = 2, timeout: int = 300) -> subprocess.CompletedPro
                check=True)
 
 
+def train_without_launcher(cfg, cache_dir, timeout: int = 600) -> dict:
+    """The train stage as one plain process (no torchrun, no rendezvous variables), as on one GPU
+    or in a notebook; returns its summary."""
+    import sys
+
+    from cft.distributed import RENDEZVOUS_ENV
+
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run_dir / "stage.py").write_text(STAGE)
+    env = {k: v for k, v in torchrun_env(cache_dir, PYTHONPATH=str(ROOT)).items() if k not in RENDEZVOUS_ENV}
+    proc = subprocess.run([sys.executable, str(run_dir / "stage.py"), str(run_dir / "cfg.yaml")],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return _summary(proc)
+
+
 def _summary(proc) -> dict:
     return json.loads([l for l in proc.stdout.splitlines() if l.startswith("SUMMARY ")][0][8:])
 
@@ -109,19 +126,12 @@ def test_zero2_without_a_launcher_trains_as_one_process(compose, tmp_path, one_p
     WORLD_SIZE, MASTER_ADDR, MASTER_PORT and LOCAL_RANK are all set (deepspeed/comm/comm.py), so
     this died with `No module named 'mpi4py'` before the train stage exported a group of one."""
     import os
-    import sys
 
     from cft.distributed import RENDEZVOUS_ENV
 
     cfg = train_cfg(compose, tmp_path / "plain", "method.max_steps=4", "deepspeed=zero2")
     write_rows(tmp_path / "plain")
-    (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
-    (tmp_path / "stage.py").write_text(STAGE)
-    env = {k: v for k, v in torchrun_env(cache_dir, PYTHONPATH=str(ROOT)).items() if k not in RENDEZVOUS_ENV}
-    proc = subprocess.run([sys.executable, str(tmp_path / "stage.py"), str(tmp_path / "cfg.yaml")],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = _summary(proc)
+    summary = train_without_launcher(cfg, cache_dir)
     assert summary["deepspeed_stage"] == 2 and summary["world_size"] == 1
     assert _compare(one_process, losses(tmp_path / "plain"), "zero2, no launcher") <= TOL
     assert not any(k in os.environ for k in RENDEZVOUS_ENV)  # the test process itself is untouched

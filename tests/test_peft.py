@@ -133,26 +133,13 @@ def test_killed_lora_run_resumes_exactly(lora_run, tmp_path):
 def test_zero2_as_one_process_matches_plain_training(lora_run, tmp_path, cache_dir):
     """LoRA under ZeRO-2 started as a plain process, as on one GPU (`peft=lora` keeps a 7B
     model's deepspeed=zero2): the same losses as the run without DeepSpeed."""
-    import subprocess
-    import sys
-
-    from omegaconf import OmegaConf
-
-    from cft.distributed import RENDEZVOUS_ENV
-    from helpers import ROOT, torchrun_env
-    from test_distributed import STAGE, _summary
+    from test_distributed import train_without_launcher
 
     compose, paths, _ = lora_run
     run_dir = tmp_path / "zero2"
     cfg = validate(compose([*LORA, "method.max_steps=2", "deepspeed=zero2"], run_dir=run_dir))
     _copy_critiques(paths, run_dir)
-    (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
-    (tmp_path / "stage.py").write_text(STAGE)
-    env = {k: v for k, v in torchrun_env(cache_dir, PYTHONPATH=str(ROOT)).items() if k not in RENDEZVOUS_ENV}
-    proc = subprocess.run([sys.executable, str(tmp_path / "stage.py"), str(tmp_path / "cfg.yaml")],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = _summary(proc)
+    summary = train_without_launcher(cfg, cache_dir)
     assert (summary["deepspeed_stage"], summary["world_size"], summary["peft"]) == (2, 1, "lora")
     zero2, plain = losses(run_dir), losses(paths.root)
     for step in (1, 2):

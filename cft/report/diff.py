@@ -24,6 +24,7 @@ from itertools import zip_longest
 from cft.paths import RunPaths
 from cft.report.compare import settings_diff, settings_text
 from cft.report.evidence import Problem, benchmarks, problems
+from cft.report.tables import _flatten  # the sweep table's dotted keys, one way
 
 LABELS = ("prompt", "generation", "extraction", "reference", "timeout", "grading")
 
@@ -60,13 +61,6 @@ def _sample(problem: Problem, j: int) -> dict:
     return problem.samples[min(j, len(problem.samples) - 1)]
 
 
-def _flat(obj, prefix: str = "") -> dict:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: obj}
 
 
 def provenance_diff(a: RunPaths, b: RunPaths) -> dict:
@@ -78,7 +72,7 @@ def provenance_diff(a: RunPaths, b: RunPaths) -> dict:
             records.append(None)
             continue
         text = paths.provenance.read_text().replace(json.dumps(str(paths.root))[1:-1], "<run>")
-        records.append(_flat(json.loads(text)))
+        records.append(_flatten(json.loads(text)))
     missing = [name for name, r in zip("AB", records) if r is None]
     if missing:
         return {"missing": missing, "differ": []}
