@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 
 @dataclass
@@ -363,3 +363,24 @@ def compose_config(overrides=(), return_hydra_config: bool = False) -> DictConfi
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+TRAINING_STAGES = ("data", "critique", "train")
+
+
+def base_model_only(cfg) -> None:
+    """method=base (method.target none, the paper's base rows): the base model is scored as it is,
+    so the stages that build training data and train are dropped from `stages`, and there is no
+    checkpoint to select (eval.select_checkpoint false). Done in the config itself, before
+    validation and the resource plan, so config.yaml, the fingerprints and the plan all record the
+    run that happens; said on stdout, since a sweep row's stages differ from its neighbours'."""
+    if cfg.method.target != "none":
+        return
+    dropped = [s for s in cfg.stages if s in TRAINING_STAGES]
+    with open_dict(cfg):
+        cfg.stages = [s for s in cfg.stages if s not in TRAINING_STAGES]
+        selected = bool(cfg.eval.select_checkpoint)
+        cfg.eval.select_checkpoint = False
+    if dropped or selected:
+        print(f"[cft] method=base: the base model is evaluated as it is; not run: stages {dropped}"
+              + (", checkpoint selection (eval.select_checkpoint)" if selected else ""), flush=True)

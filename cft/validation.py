@@ -7,7 +7,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cft.config import STAGES
 
-TARGETS = ("critique", "response", "teacher_solution")
+TARGETS = ("critique", "response", "teacher_solution", "none")  # none: method=base, no training
 KEEPS = ("all", "verified")
 
 
