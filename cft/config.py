@@ -42,6 +42,43 @@ class ModelConfig:
 
 
 @dataclass
+class NoisyGenerator:
+    """One noisy-response generator of `dataset.noisy_generators`; None = the dataset's noisy_* value."""
+    # Recorded on each response (noisy_source "generated:<name>"); names must be distinct.
+    name: str = MISSING
+    # HF id or local path; "tiny" = the run's own model; "" = `name`.
+    path: str = ""
+    template: Optional[str] = None
+    backend: Optional[str] = None
+    n: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    max_new_tokens: Optional[int] = None
+
+
+def noisy_generators(dataset) -> list[dict]:
+    """The dataset's noisy-response generators as plain dicts with every field filled: the
+    `noisy_generators` entries over the noisy_* defaults, or the one `noisy_generator`; [] when
+    the dataset's own responses are used. Library-level so validation, the plan and the data
+    stage read the same list."""
+    base = {"template": dataset.noisy_generator_template, "backend": dataset.noisy_generator_backend,
+            "n": dataset.noisy_n, "temperature": dataset.noisy_temperature, "top_p": dataset.noisy_top_p,
+            "max_new_tokens": dataset.noisy_max_new_tokens}
+    if dataset.get("noisy_generators"):
+        out = []
+        for entry in dataset.noisy_generators:
+            entry = OmegaConf.to_container(entry, resolve=True) if OmegaConf.is_config(entry) else dict(entry)
+            over = {k: v for k, v in entry.items() if v is not None}
+            gen = {**base, **over}
+            gen["path"] = gen.get("path") or gen["name"]
+            out.append(gen)
+        return out
+    if dataset.noisy_generator:
+        return [{**base, "name": dataset.noisy_generator, "path": dataset.noisy_generator}]
+    return []
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     # champ | webinstruct | metamath | numina | jsonl (cft/datasets)
@@ -69,6 +106,13 @@ class DatasetConfig:
     noisy_generator_backend: str = "transformers"  # transformers | vllm
     noisy_generator_template: str = "qwen25-math-cot"
     noisy_max_new_tokens: int = 1024
+    # Samples per question and generator; temperature 0 is greedy (then n must be 1).
+    noisy_n: int = 1
+    noisy_temperature: float = 0.0
+    noisy_top_p: float = 1.0
+    # Several generators (One-Shot CFT: 10 models x 10 samples): each entry's unset fields come
+    # from the noisy_* fields above. Exclusive with noisy_generator (its one-model form).
+    noisy_generators: list[NoisyGenerator] = field(default_factory=list)
 
 
 @dataclass
@@ -147,6 +191,13 @@ class TeacherConfig:
     price_prompt_per_mtok: float = 0.0
     price_completion_per_mtok: float = 0.0
     # Filters applied to parsed critiques (apply_filters in cft/critique/stage.py).
+    # keep: all | verdict_matches_reference (only critiques whose verdict equals the answer
+    # checker's decision on the response; undecided ones go too: One-Shot CFT's "incorrect or
+    # inconsistent critiques" filter, as far as it can be checked).
+    keep: str = "all"
+    # Cap on the kept critiques, reached by dropping the longest and the shortest examples in
+    # turn (One-Shot CFT: 600 per seed problem). null = no cap.
+    max_critiques: Optional[int] = None
     drop_disagreements: bool = False
     balance_verdicts: bool = False
     # Reject critiques with no parsable `Conclusion: right/wrong`. Off for teacher=released: the
@@ -352,6 +403,11 @@ def register_configs() -> None:
         from cft.benchmarks import SHIPPED
 
         OmegaConf.register_new_resolver("shipped_benchmarks", lambda: str(SHIPPED))
+    if not OmegaConf.has_resolver("shipped_datasets"):  # small datasets shipped in cft/datasets/data
+        from pathlib import Path
+
+        OmegaConf.register_new_resolver("shipped_datasets",
+                                        lambda: str(Path(__file__).resolve().parent / "datasets" / "data"))
 
 
 def compose_config(overrides=(), return_hydra_config: bool = False) -> DictConfig:
