@@ -6,9 +6,11 @@ and renamed into place, so a crash never leaves a half-file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -61,10 +63,11 @@ def iter_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[dic
 def iter_jsonl_lines(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
     """(line number, object) per non-blank line, so a caller can name the line of a record; a
     line that is not UTF-8 or not a JSON object raises DataError naming file and line (a text-mode
-    read would raise UnicodeDecodeError with an offset into a read buffer and no file)."""
+    read would raise UnicodeDecodeError with an offset into a read buffer and no file). A `.gz`
+    file is read decompressed (the MATH test ships gzipped)."""
     path = Path(path)
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+        for lineno, raw in enumerate(_raw_lines(f, path), 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -82,6 +85,14 @@ def iter_jsonl_lines(path: str | Path, required: tuple[str, ...] = ()) -> Iterat
             if missing:
                 raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
             yield lineno, obj
+
+
+def _raw_lines(f, path: Path) -> Iterator[bytes]:
+    """The lines of an open file; a damaged gzip stream raises DataError naming the file."""
+    try:
+        yield from f
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e})") from None
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
