@@ -131,6 +131,13 @@ class MethodConfig:
     # can have: the smaller of the right and wrong counts.
     wrong_fraction: Optional[float] = None
     polarity_size: Optional[int] = None
+    # CFT-Short (the paper's Table 10, conf/method/cft-short.yaml): train only on critiques of at
+    # most max_target_ratio times the tokens of the response they critique (that record's SFT
+    # target), counted with the run's tokenizer. null = every critique.
+    max_target_ratio: Optional[float] = None
+    # SFT pairs for method.sft_ratio from another file (a records.jsonl, e.g. the data stage's of
+    # an AceMath run) instead of this run's own records: CFT mixed with another SFT set.
+    sft_records: str = ""
     # The paper's recipe (LLaMA-Factory config of the official repo).
     lr: float = 5e-6
     scheduler: str = "cosine"
@@ -148,6 +155,13 @@ class MethodConfig:
     # save_total_limit complete ones (all of them when eval.select_checkpoint picks among them).
     save_steps: float = 0.2
     save_total_limit: int = 2
+    # Weights-only snapshots (train/snapshots/step-N: the weights generation loads, in
+    # model.dtype, or the adapter with peft; no optimizer state) every snapshot_steps optimizer
+    # steps and at the last one (a value < 1 is a share of the run's steps, as save_steps).
+    # null/0 = off. Checkpoint selection and eval.dynamics score them, then keep only the
+    # selected one; `python -m cft.plan` shows their disk cost. conf/eval/paper.yaml sets 2, the
+    # official run's save_steps.
+    snapshot_steps: Optional[float] = None
 
 
 @dataclass
@@ -289,11 +303,22 @@ class EvalConfig:
     select_checkpoint: bool = False
     select_benchmark: str = "math-validation"
     select_limit: Optional[int] = None
+    # Training dynamics (the paper's figure of accuracy over steps): every weights-only snapshot
+    # (method.snapshot_steps) is evaluated on these benchmarks (eval.limit items each), into
+    # eval/dynamics.json; the report plots training_dynamics.png. Empty = off.
+    dynamics: list[str] = field(default_factory=list)
     # How questions become prompts (cft.templates.EvalProtocol): zero-shot (model.eval_template,
     # the paper's protocol for trained models) | few-shot-cot (Qwen2.5-Math's few-shot CoT
     # prompts for base models, `shots` demonstrations). results.json records which.
     protocol: str = "zero-shot"
     shots: int = 4
+    # eval.protocol=self-critique (cft/eval/self_critique.py, the paper's two-stage self-critique,
+    # v4 App. A.4): answer zero-shot, critique the answer in the CFT input format, answer again
+    # (a fresh sample at eval.temperature) while the verdict is not "right", for at most
+    # self_critique_rounds solutions (the paper: 8). Critiques get self_critique_max_new_tokens
+    # (null: max_new_tokens).
+    self_critique_rounds: int = 8
+    self_critique_max_new_tokens: Optional[int] = None
     # Critic evaluation of a CFT model on held-out CHAMP (question, response) pairs.
     critic: bool = False
     critic_limit: Optional[int] = 64
@@ -340,11 +365,30 @@ class TrackingConfig:
 
 
 @dataclass
+class ReuseConfig:
+    # A sweep under outputs/multirun/ (beside this one) whose runs fill cells of this table.
+    sweep: str = MISSING
+    # Which of its runs: config keys as the table labels them (`method: sft`, `model` for
+    # model.name; a list means any of those values).
+    where: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ReportConfig:
     # A sweep's report (python -m cft.report DIR) shows each row's difference from its baseline
     # row: the row with these values and the same other keys, e.g. "method=sft" (the paper's SFT
     # rows; several keys space-separated). null: no baseline column.
     baseline: Optional[str] = None
+    # A table of the paper (cft/report/paper/*.yaml, e.g. table2): its published numbers appear
+    # below the matching rows, and its rows without a run too, in the paper's order.
+    paper: Optional[str] = None
+    # The table's benchmark columns and what its average is over (the SimpleRL table averages
+    # five benchmarks without GSM8K). null: the paper table's columns, else every benchmark run.
+    columns: Optional[list[str]] = None
+    # Cells taken from another sweep's finished runs, by reference (never re-run).
+    reuse: list[ReuseConfig] = field(default_factory=list)
+    # A note for the rows matching a spec, e.g. {"method=sft-verified": "differs from the paper: ..."}.
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -437,6 +481,9 @@ def base_model_only(cfg) -> None:
         cfg.stages = [s for s in cfg.stages if s not in TRAINING_STAGES]
         selected = bool(cfg.eval.select_checkpoint)
         cfg.eval.select_checkpoint = False
-    if dropped or selected:
+        dynamics = bool(cfg.eval.dynamics)
+        cfg.eval.dynamics = []  # no snapshots without training
+    if dropped or selected or dynamics:
         print(f"[cft] method=base: the base model is evaluated as it is; not run: stages {dropped}"
-              + (", checkpoint selection (eval.select_checkpoint)" if selected else ""), flush=True)
+              + (", checkpoint selection (eval.select_checkpoint)" if selected else "")
+              + (", training dynamics (eval.dynamics)" if dynamics else ""), flush=True)
