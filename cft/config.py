@@ -18,6 +18,12 @@ class ModelConfig:
     name: str = MISSING
     # HF hub id or local directory. Empty for models built from `arch` (tiny).
     path: str = ""
+    # Another run's weights instead (cft.models.run_weights): its run directory, or a glob that
+    # matches exactly one (a cell of another sweep, e.g. ".../multirun/table2/*method=cft,model=
+    # qwen2.5-math-7b,seed=42"); its selected checkpoint when it selected one, else its final model.
+    # A table cell that evaluates (or further trains) a model another table trained, without paying
+    # for that training again.
+    from_run: str = ""
     # "pretrained": load `path`; "random": build from `arch` + a locally trained tokenizer.
     init: str = "pretrained"
     arch: dict[str, Any] = field(default_factory=dict)

@@ -47,8 +47,38 @@ def attn_implementation(requested: str, training: bool = False, cuda: bool | Non
     return "flex_attention" if training else "sdpa"
 
 
+def run_weights(pattern: str) -> Path:
+    """The weights a finished run reports (`model.from_run`): eval/selection.json's best when the
+    run selected a checkpoint, else train/final. `pattern` is a run directory or a glob matching
+    exactly one; anything else (no match, several, a run without finished weights) is a
+    ConfigError naming the key and what was found, raised before this run does any work."""
+    import glob
+
+    from cft.io import read_json
+    from cft.paths import RunPaths
+    from cft.validation import ConfigError
+
+    matches = sorted(p for p in glob.glob(pattern) if Path(p).is_dir())
+    if len(matches) != 1:
+        found = "nothing" if not matches else f"{len(matches)} directories: {', '.join(matches[:4])}"
+        raise ConfigError(f"model.from_run={pattern!r} must name exactly one run directory; it matches {found} "
+                          f"(run that table's command first, or give the run directory)")
+    paths = RunPaths.of(matches[0])
+    if paths.selection.exists():
+        best = Path(read_json(paths.selection)["best"]["path"])
+        if (best / "config.json").exists():
+            return best
+    if (paths.final_model / "config.json").exists():
+        return paths.final_model
+    raise ConfigError(f"model.from_run={pattern!r}: {paths.root} has no trained weights "
+                      f"({paths.final_model} is missing: its train stage has not finished)")
+
+
 def model_source(model_cfg, cache: str) -> str:
-    """Where the base weights live: the HF id / local path, or the cached tiny build."""
+    """Where the base weights live: another run's (model.from_run), the HF id / local path, or
+    the cached tiny build."""
+    if model_cfg.get("from_run"):
+        return str(run_weights(model_cfg.from_run))
     if model_cfg.init == "random":
         from omegaconf import OmegaConf
 

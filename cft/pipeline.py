@@ -30,7 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cft import distributed
-from cft.config import STAGES, base_model_only
+from cft.config import STAGES, base_model_only, noisy_generators
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
 from cft.store import damage, manifest, note_holder, take_lock
@@ -43,7 +43,7 @@ DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
     "train": ["model", "method", "seed", "deepspeed", "peft"],
-    "eval": ["eval", "model.eval_template", "model.path", "model.train_template", "vllm.dtype",
+    "eval": ["eval", "model.eval_template", "model.path", "model.from_run", "model.train_template", "vllm.dtype",
              "vllm.max_model_len", "vllm.seed"],
     "report": [],
 }
@@ -55,7 +55,7 @@ GENERATOR_DEPENDS = ["model.init", "model.arch", "vllm.dtype", "vllm.max_model_l
 
 def depends(cfg: DictConfig, stage: str) -> list[str]:
     """The config keys a stage's outputs depend on (besides the stage before it)."""
-    if stage == "data" and cfg.dataset.noisy_generator:
+    if stage == "data" and noisy_generators(cfg.dataset):
         return DEPENDS[stage] + GENERATOR_DEPENDS
     return DEPENDS[stage]
 
@@ -88,8 +88,8 @@ def check_packages(cfg: DictConfig) -> None:
     if importlib.util.find_spec("vllm") is not None:
         return
     uses = {"eval.backend": "eval" in cfg.stages and cfg.eval.backend == "vllm",
-            "dataset.noisy_generator_backend": "data" in cfg.stages and bool(cfg.dataset.noisy_generator)
-            and cfg.dataset.noisy_generator_backend == "vllm",
+            "dataset.noisy_generator_backend": "data" in cfg.stages
+            and any(g["backend"] == "vllm" for g in noisy_generators(cfg.dataset)),
             "teacher.backend": "critique" in cfg.stages and cfg.teacher.backend == "vllm"}
     for key, used in uses.items():
         if used:
@@ -294,6 +294,10 @@ def run(cfg: DictConfig) -> dict:
     world_size = distributed.world_size()
     base_model_only(cfg)  # method=base: eval and report only
     validate(cfg, world_size=world_size)
+    if cfg.model.get("from_run"):  # another run's weights: they exist before any work, or say why
+        from cft.models import run_weights
+
+        print(f"[cft] model.from_run: {run_weights(cfg.model.from_run)}", flush=True)
     check_packages(cfg)
     if cfg.check_resources:  # before any work: a 7B full fine-tune on one GPU stops here, not at train
         from cft.plan import check_fits
