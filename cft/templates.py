@@ -88,7 +88,8 @@ def eval_prompt(template: str, question: str) -> str:
 # `eval.shots` demonstrations (cft.benchmarks.demos), each turn "Question: {q}\nAnswer: {a}",
 # turns joined by "\n\n\n", the prompt's trailing space stripped; math_eval.py adds the stop
 # word "\n\nQuestion:" for it, where a base model starts inventing the next problem.
-PROTOCOLS = ("zero-shot", "few-shot-cot")
+# self-critique: zero-shot answers that the model then critiques and redoes (cft.eval.self_critique).
+PROTOCOLS = ("zero-shot", "few-shot-cot", "self-critique")
 COT_TURN = "Question: {input}\nAnswer: "
 COT_SPLITTER = "\n\n\n"
 COT_STOPS = ("\n\nQuestion:",)
@@ -153,10 +154,32 @@ class EvalProtocol:
         return {"name": self.name, "template": self.template, "shots": self.shots, "stops": list(self.stops)}
 
 
+def check_self_critique(eval_cfg) -> None:
+    """eval.protocol=self-critique's keys make sense together (cft.eval.self_critique); a
+    ValueError naming the key otherwise."""
+    rounds = int(eval_cfg.self_critique_rounds)
+    if rounds < 1:
+        raise ValueError(f"eval.self_critique_rounds={rounds}: the most solutions per problem, >= 1 "
+                         f"(the paper: 8)")
+    if int(eval_cfg.n) != 1:
+        raise ValueError(f"eval.n={eval_cfg.n}: eval.protocol=self-critique follows one solution per problem")
+    if float(eval_cfg.temperature) == 0 and rounds > 1:
+        raise ValueError(f"eval.self_critique_rounds={rounds} at eval.temperature=0: a rejected solution is "
+                         f"answered again by sampling the same prompt, and greedy decoding gives the same "
+                         f"solution every time; set eval.temperature (the paper: 0.1, 0.3, 0.6) or "
+                         f"eval.self_critique_rounds=1")
+    tokens = eval_cfg.self_critique_max_new_tokens
+    if tokens is not None and int(tokens) < 1:
+        raise ValueError(f"eval.self_critique_max_new_tokens={tokens} must be >= 1 (null: eval.max_new_tokens)")
+
+
 def eval_protocol(eval_cfg, model_cfg) -> EvalProtocol:
     """The protocol `eval.protocol` names (eval.shots demonstrations for few-shot-cot)."""
     if eval_cfg.protocol == "zero-shot":
         return EvalProtocol("zero-shot", model_cfg.eval_template)
+    if eval_cfg.protocol == "self-critique":  # zero-shot answers, then cft.eval.self_critique's loop
+        check_self_critique(eval_cfg)
+        return EvalProtocol("self-critique", model_cfg.eval_template)
     if eval_cfg.protocol == "few-shot-cot":
         return EvalProtocol("few-shot-cot", "cot", int(eval_cfg.shots), COT_STOPS)
     raise ValueError(f"eval.protocol={eval_cfg.protocol!r} is not one of {list(PROTOCOLS)}")

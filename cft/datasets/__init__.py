@@ -215,3 +215,6 @@ def load_jsonl(cfg) -> Iterator[Record]:
             verdict = check(extract_answer(rec.noisy_response, last_number=False), rec.reference_answer)
             rec.response_correct = {Verdict.EQUAL: RIGHT, Verdict.DIFFERENT: WRONG}.get(verdict, UNKNOWN)
         yield rec
+
+
+from cft.datasets import acemath  # noqa: E402,F401  (registers the `acemath` loader)

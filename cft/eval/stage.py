@@ -205,6 +205,11 @@ def _run(cfg, paths: RunPaths) -> dict:
         model_path = selection["best"]["path"]
         summary["selected_step"] = selection["best"]["step"]
     results = evaluate(cfg, model_path, paths.eval_dir, tokenizer_path=tokenizer_path)
+    if cfg.eval.protocol == "self-critique":  # critique those answers, answer again while wrong
+        from cft.eval.self_critique import self_critique
+
+        results = self_critique(cfg, lambda: generator(cfg, model_path, tokenizer_path), model_path,
+                                paths.eval_dir, results, tokenizer_path)
     summary.update({name: round(r["accuracy"], 2) for name, r in results.items()})
     if cfg.eval.critic:
         from cft.eval.critic import evaluate_critic
