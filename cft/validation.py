@@ -33,6 +33,8 @@ def check_known_keys(node, where: str = "") -> None:
     import dataclasses
 
     if isinstance(node, ListConfig):
+        if node._is_none():  # an Optional[list] left null (report.columns)
+            return
         for i, item in enumerate(node):
             check_known_keys(item, f"{where}[{i}]")
         return
