@@ -2,10 +2,15 @@
 
     python -m cft.report outputs/multirun/tiny-cft-champ-reference        # -> DIR/report/
     python -m cft.report outputs/runs --out /tmp/table                     # every single run
+    python -m cft.report outputs/multirun/main-table --paper table2        # the paper's rows beside ours
     WANDB_MODE=online python -m cft.report DIR --project cft               # + a W&B Report (needs the [report] extra)
 
 Writes results_table.{md,csv,tex}, train_loss.png, accuracy.png, checkpoint_selection.png (when
 a run has eval/selection.json), report.md and report.html into --out (default DIR/report).
+The runs' `report` settings shape the table (cft.report.tables): the paper's numbers beside ours
+(report.paper), the columns and the average (report.columns), runs of another sweep taken by
+reference (report.reuse), notes (report.notes). A --multirun builds this report itself when it
+ends (cft.report.callback).
 
 Two runs, problem by problem (README "Comparing runs"):
 
@@ -20,20 +25,22 @@ import sys
 from pathlib import Path
 
 from cft.report.plots import write_plots
-from cft.report.tables import build_table, collect_runs, to_markdown, write_tables
+from cft.report.tables import build_table, collect_runs, reused_runs, settings_of, to_markdown, write_tables
 from cft.report.wandb_report import create_online, write_local
 
 
 def build_report(root: str | Path, out: str | Path | None = None, mode: str = "disabled",
                  project: str = "cft", entity: str | None = None, group: str | None = None,
-                 baseline: str | None = None) -> dict:
-    """Aggregate every run below `root` into `out`; returns the paths written (and a URL online)."""
+                 baseline: str | None = None, paper: str | None = None, columns: list[str] | None = None) -> dict:
+    """Aggregate every run below `root` (and those report.reuse names) into `out`; returns the
+    paths written (and a URL online)."""
     root = Path(root).resolve()
     out = Path(out).resolve() if out else root / "report"
     runs = collect_runs(root)
     if not runs:
         raise FileNotFoundError(f"no run directories (config.yaml + run_info.json) below {root}")
-    table = build_table(runs, baseline)
+    reused, warnings = reused_runs(root, settings_of(runs).get("reuse"))
+    table = build_table(runs + reused, baseline, paper, columns, warnings)
     title = root.name
     written = {**write_tables(table, out), **write_plots(table, out, title)}
     plots = {k: written[k] for k in ("loss", "accuracy", "selection") if k in written}
@@ -94,9 +101,14 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", default=None,
                         help='the row each row is compared with, e.g. "method=sft" (default: the runs\' '
                              "report.baseline)")
+    parser.add_argument("--paper", default=None,
+                        help="a table of the paper (cft/report/paper/*.yaml), e.g. table2 (default: the runs' report.paper)")
+    parser.add_argument("--columns", default=None,
+                        help="benchmarks, comma-separated: the columns and the average (default: the runs' report.columns)")
     args = parser.parse_args(argv)
     try:
-        report = build_report(args.dir, args.out, args.wandb, args.project, args.entity, args.group, args.baseline)
+        report = build_report(args.dir, args.out, args.wandb, args.project, args.entity, args.group, args.baseline,
+                              args.paper, args.columns.split(",") if args.columns else None)
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,6 +10,15 @@ row of "failed" whose note names the file and what is wrong with it; a benchmark
 "—". Formatting is hand-written because every cell needs its own marker (bold best,
 failed, missing), which pandas' writers do not express without jinja2/tabulate extras.
 
+Beside the paper (the runs' `report` settings, cft.config.ReportConfig): `report.paper: table2`
+puts the paper's published row (cft/report/paper/*.yaml) right below the runs it is about,
+labelled "paper (v4)", with the paper's rows we have no run for in their place, all in the paper's
+order (our rows the paper lacks follow); `report.columns` fixes the benchmark columns and so
+what the average is over (default: the paper table's, else every benchmark run);
+`report.reuse` takes finished runs of another sweep under the same parent by reference
+("ours (from main-table)"), never re-running them; `report.notes` writes a note beside the rows a
+spec matches ("method=sft-verified": "differs from the paper: ...").
+
 Uncertainty (cft.report.sweep): a single run's score reads "41.2 ± 3.4" (its 95% interval); runs
 that differ only in `seed` are one row, "41.2 (sd 1.3)" with a `seeds` column; with a baseline
 (`report.baseline` in the runs' config, e.g. "method=sft", or --baseline) a column gives each
@@ -20,7 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +37,13 @@ from omegaconf import OmegaConf
 
 from cft.benchmarks import PAPER_BENCHMARKS
 from cft.io import atomic_open, read_json
+from cft.report import paper as paper_numbers
 from cft.report import sweep
 
 DISPLAY = {"math": "MATH", "math-500": "MATH-500", "minerva_math": "Minerva-Math", "gsm8k": "GSM8K",
            "olympiadbench": "OlympiadBench", "aime24": "AIME24", "amc23": "AMC23",
-           "theoremqa": "TheoremQA"}
+           "theoremqa": "TheoremQA", "gpqa": "GPQA", "mmlu-pro": "MMLU-Pro", "aime25": "AIME25",
+           "ifeval-strict": "IFEval (strict)", "ifeval-loose": "IFEval (loose)", "mt-bench": "MT-Bench"}
 METHOD_ORDER = ["sft", "sft-verified", "sft-teacher", "cft", "cft-sft"]
 SFT_METHODS = ("sft", "sft-verified", "sft-teacher")
 CFT_METHODS = ("cft", "cft-sft")
@@ -40,7 +51,8 @@ CFT_METHODS = ("cft", "cft-sft")
 IGNORED = ("run_dir", "run_name", "sweep_name", "paths.", "tracking.", "stages", "cluster.", "report.")
 MISSING, FAILED = "—", "failed"
 DELTA = "Δ CFT vs best SFT"
-NOTE = "note"  # the column naming a failed run's missing or damaged file
+NOTE = "note"  # the column naming a failed run's missing or damaged file, and report.notes
+SOURCE = "source"  # ours / ours (from <sweep>) / paper (<version>), with report.paper or report.reuse
 
 
 @dataclass
@@ -52,6 +64,10 @@ class Run:
     problem: str | None = None
     # Keys set on the command line (Hydra's .hydra/overrides.yaml), e.g. {"method.lr"}.
     overridden: frozenset = frozenset()
+    # The run's `report` section as written (report.paper, .columns, .reuse, .notes, .baseline).
+    settings: dict = field(default_factory=dict)
+    # The sweep a run was taken from by reference (report.reuse); "" for the sweep's own runs.
+    origin: str = ""
 
     @property
     def note(self) -> str:
@@ -76,6 +92,15 @@ class Row:
     half_width: dict[str, float] = field(default_factory=dict)
     # Against the baseline row: (Δ average, 95% low, high) or (Δ, None, None); "baseline" for it.
     vs_baseline: tuple | str | None = None
+    notes: list[str] = field(default_factory=list)  # report.notes whose spec this row matches
+
+    @property
+    def source(self) -> str:
+        return f"ours (from {self.run.origin})" if self.run.origin else "ours"
+
+    @property
+    def note(self) -> str:
+        return "; ".join(n for n in [self.run.note, *self.notes] if n)
 
     @property
     def failed(self) -> bool:
@@ -88,6 +113,24 @@ class Row:
 
 
 @dataclass
+class PaperLine:
+    """A row of the paper's table, as printed: its numbers under our columns."""
+    row: paper_numbers.PaperRow
+    version: str
+    keys: dict[str, str]
+    cells: dict[str, float | None]
+    average: float | None
+
+    @property
+    def source(self) -> str:
+        return f"paper ({self.version})"
+
+    @property
+    def note(self) -> str:
+        return f"paper: {self.row.label}" if self.row.match else ""
+
+
+@dataclass
 class Table:
     key_columns: list[str]
     benchmarks: list[str]
@@ -96,6 +139,13 @@ class Table:
     protocols: list[str] = field(default_factory=list)
     baseline: str | None = None  # "method=sft": the rows' Δ column is against that row
     seeded: bool = False  # rows aggregate runs that differ only in seed (a `seeds` column)
+    paper: paper_numbers.PaperTable | None = None
+    # Every line in display order: our rows, each paper row below the rows it is about.
+    lines: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a report.reuse that found no run
+
+    def __post_init__(self):
+        self.lines = self.lines or list(self.rows)
 
     @property
     def has_delta(self) -> bool:
@@ -103,7 +153,11 @@ class Table:
 
     @property
     def has_notes(self) -> bool:
-        return any(r.run.problem for r in self.rows)
+        return any(line.note for line in self.lines)
+
+    @property
+    def has_source(self) -> bool:
+        return self.paper is not None or any(r.run.origin for r in self.rows)
 
 
 def _flatten(obj, prefix: str = "") -> dict:
@@ -125,24 +179,35 @@ def collect_runs(root: str | Path) -> list[Run]:
     for config in sorted(root.rglob("config.yaml")):
         run_dir = config.parent
         rel = run_dir.relative_to(root).parts
+        if run_dir.name == ".hydra" and not (run_dir.parent / "config.yaml").exists():
+            # Hydra's record of a job that stopped before the pipeline wrote its config (a
+            # refused value, a crash at start): a failed row, labelled from the composed config.
+            job = run_dir.parent
+            if any(p.startswith(".") or p == "wandb" for p in job.relative_to(root).parts):
+                continue
+            flat, _, settings = _read_config(config)
+            runs.append(Run(job, flat, None, "config.yaml: missing (the job stopped before its first stage; "
+                            "see its log)", _overridden(job), settings))
+            continue
         if any(p.startswith(".") or p == "wandb" for p in rel) or not (run_dir / "run_info.json").exists():
             continue
-        flat, problem = _read_config(config)
+        flat, problem, settings = _read_config(config)
         results, results_problem = _read_results(run_dir / "results.json")
         problem = problem or results_problem
-        runs.append(Run(run_dir, flat, None if problem else results, problem, _overridden(run_dir)))
+        runs.append(Run(run_dir, flat, None if problem else results, problem, _overridden(run_dir), settings))
     return runs
 
 
-def _read_config(path: Path) -> tuple[dict, str | None]:
-    """(flattened config, None), or ({}, "config.yaml: <what is wrong>")."""
+def _read_config(path: Path) -> tuple[dict, str | None, dict]:
+    """(flattened config, None, its report section), or ({}, "config.yaml: <what is wrong>", {})."""
     try:
         config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as e:  # any damage (YAML syntax, encoding, an OmegaConf grammar error)
-        return {}, f"{path.name}: unreadable ({_first_line(e)})"
+        return {}, f"{path.name}: unreadable ({_first_line(e)})", {}
     if not isinstance(config, dict):
-        return {}, f"{path.name}: not a mapping of config keys"
-    return _flatten(config), None
+        return {}, f"{path.name}: not a mapping of config keys", {}
+    settings = config.get("report") if isinstance(config.get("report"), dict) else {}
+    return _flatten(config), None, settings
 
 
 def _read_results(path: Path) -> tuple[dict | None, str | None]:
@@ -224,14 +289,62 @@ def _label(key: str) -> str:
     return key[: -len(".name")] if key.endswith(".name") else key
 
 
-def build_table(runs: list[Run], baseline: str | None = None) -> Table:
-    """The table of `runs`; `baseline` ("method=sft") overrides the runs' report.baseline."""
+def settings_of(runs: list[Run], **given) -> dict:
+    """The table's `report` settings: those the sweep's own runs wrote most often (reused runs
+    carry their own sweep's), each replaced by a value given here that is not None."""
+    own = [r.settings for r in runs if not r.origin and r.settings]
+    counted = Counter(json.dumps(s, sort_keys=True, default=str) for s in own)
+    chosen = json.loads(counted.most_common(1)[0][0]) if counted else {}
+    return {**chosen, **{k: v for k, v in given.items() if v is not None}}
+
+
+def reused_runs(root: str | Path, reuse: list) -> tuple[list[Run], list[str]]:
+    """The runs `report.reuse` names: of each entry's sweep (a folder beside `root`), those whose
+    config has the `where` values. Also a warning per entry that found none, for under the table."""
+    root = Path(root).resolve()
+    runs, warnings = [], []
+    for i, entry in enumerate(reuse or []):
+        if not isinstance(entry, dict) or not entry.get("sweep"):
+            raise ValueError(f"report.reuse[{i}]={entry!r}: expected {{sweep: <name>, where: {{key: value}}}}")
+        folder = root.parent / str(entry["sweep"])
+        where = paper_numbers.PaperRow(f"report.reuse[{i}]", {k: paper_numbers._values(v) for k, v in
+                                                              (entry.get("where") or {}).items()}, {}, None, 0)
+        found = [r for r in collect_runs(folder) if (not where.match or where.matches(r.config))] \
+            if folder.is_dir() else []
+        if not found:
+            warnings.append(f"report.reuse[{i}]: no run of {folder} has {dict(entry.get('where') or {})}"
+                            + ("" if folder.is_dir() else " (no such folder: run that sweep first)"))
+        for r in found:
+            r.origin = str(entry["sweep"])
+        runs += found
+    return runs, warnings
+
+
+def _columns(runs: list[Run], columns, paper) -> list[str]:
+    """report.columns, else the paper table's, else every benchmark a run has (MATH-500 beside
+    MATH, as v1 reports it; then the others by name)."""
+    present = {b for r in runs if r.results for b in r.results["accuracy"]}
+    if columns or paper is not None:
+        chosen = list(columns or paper.columns)
+        unknown = [b for b in chosen if b not in DISPLAY and b not in present]
+        if unknown:
+            raise ValueError(f"report.columns: {unknown} is no benchmark a run has or the paper reports "
+                             f"(known: {sorted(set(DISPLAY) | present)})")
+        return chosen
+    order = [*PAPER_BENCHMARKS[:1], "math-500", *PAPER_BENCHMARKS[1:]]
+    return [b for b in order if b in present] + sorted(present - set(order))
+
+
+def build_table(runs: list[Run], baseline: str | None = None, paper: str | None = None,
+                columns: list[str] | None = None, warnings: list[str] | None = None) -> Table:
+    """The table of `runs`; `baseline` ("method=sft"), `paper` (a table id) and `columns` override
+    the runs' report settings."""
+    settings = settings_of(runs, paper=paper, columns=columns)
+    paper_table = paper_numbers.load(settings["paper"]) if settings.get("paper") else None
     keys = row_keys(runs)
     seeded = sweep.SEED in keys
     keys = [k for k in keys if k != sweep.SEED]
-    present = {b for r in runs if r.results for b in r.results["accuracy"]}
-    order = [*PAPER_BENCHMARKS[:1], "math-500", *PAPER_BENCHMARKS[1:]]  # MATH-500 beside MATH, as v1 reports it
-    benchmarks = [b for b in order if b in present] + sorted(present - set(order))
+    benchmarks = _columns(runs, settings.get("columns"), paper_table)
     # Problems per score, shown where they differ between runs (a slice beside a full set).
     counts = {b: {_count(r, b) for r in runs if r.results and b in r.results["accuracy"]} for b in benchmarks}
     counted = [b for b in benchmarks if len(counts[b]) > 1]
@@ -245,8 +358,9 @@ def build_table(runs: list[Run], baseline: str | None = None) -> Table:
         return {_label(k): str(run.config.get(k)) if run.config else "?" for k in keys}
 
     rows = []
-    # Runs that differ only in seed are one row (a damaged config is a row of its own).
-    for group in sweep.group_by_seed(runs, lambda r: tuple(shown(r).items()) if r.config else (str(r.run_dir),)):
+    # Runs that differ only in seed are one row (a damaged config is a row of its own); a reused
+    # run never joins a row of this sweep's runs.
+    for group in sweep.group_by_seed(runs, lambda r: (r.origin, *shown(r).items()) if r.config else (str(r.run_dir),)):
         ok = [r for r in group if r.results]
         run = ok[0] if ok else group[0]
         acc = run.results["accuracy"] if run.results else {}
@@ -258,14 +372,45 @@ def build_table(runs: list[Run], baseline: str | None = None) -> Table:
     method_rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows.sort(key=lambda r: ([r.keys[k] for k in labels if k != "method"],
                              method_rank.get(r.keys["method"], len(METHOD_ORDER)), r.keys["method"],
-                             str(r.run.run_dir)))
+                             r.run.origin, str(r.run.run_dir)))
+    _notes(rows, settings.get("notes") or {})
+    lines = _beside_paper(rows, paper_table, labels, benchmarks) if paper_table else list(rows)
+    rows = [line for line in lines if isinstance(line, Row)]
     _mark_best(rows, benchmarks)
     _deltas(rows, labels)
-    baseline = sweep.baseline_of(runs, baseline)
+    baseline = sweep.baseline_of([r for r in runs if not r.origin], baseline)
     if baseline:
         _vs_baseline(rows, labels, sweep.parse_baseline(baseline), benchmarks)
     return Table(labels, benchmarks, rows, sorted({eval_protocol(r.config) for r in runs}), baseline,
-                 seeded and any(len(r.runs) > 1 for r in rows))
+                 seeded and any(len(r.runs) > 1 for r in rows), paper_table, lines, list(warnings or []))
+
+
+def _notes(rows: list[Row], notes: dict) -> None:
+    """report.notes: each spec ("method=sft-verified", several pairs space-separated) writes its
+    text beside the rows whose config has those values."""
+    for spec, text in notes.items():
+        wanted = {k: (v,) for k, v in sweep.parse_baseline(str(spec)).items()}
+        matcher = paper_numbers.PaperRow(f"report.notes[{spec!r}]", wanted, {}, None, 0)
+        for r in rows:
+            if r.run.config and matcher.matches(r.run.config):
+                r.notes.append(str(text))
+
+
+def _beside_paper(rows: list[Row], paper: paper_numbers.PaperTable, labels: list[str],
+                  benchmarks: list[str]) -> list:
+    """The paper's rows in its order, each after the rows of ours it is about; ours the paper
+    lacks after them. The paper's average is shown where the columns are its own."""
+    about = {id(r): paper.row_for(r.run.config) if r.run.config else None for r in rows}
+    same_columns = paper.has_average and set(benchmarks) == set(paper.columns)
+    lines = []
+    for prow in paper.rows:
+        lines += [r for r in rows if about[id(r)] is prow]
+        keys = {k: "/".join(prow.match[k]) if k in prow.match else "" for k in labels}
+        if not prow.match:
+            keys[labels[0]] = prow.label
+        lines.append(PaperLine(prow, paper.version, keys, {b: prow.scores.get(b) for b in benchmarks},
+                               prow.average if same_columns else None))
+    return lines + [r for r in rows if about[id(r)] is None]
 
 
 def _count(run: Run, benchmark: str) -> int | None:
@@ -325,6 +470,9 @@ def _cell(row: Row, col: str, fmt: str = "{:.1f}", counts: bool = True, pm: str 
     """(text, is_best) for a benchmark or "average" cell: "41.2 ± 3.4" (one run, its 95%
     interval) or "41.2 (sd 1.3)" (several seeds), and "(n=8)" where the column's number of
     problems differs between runs (`counts`; the CSV has all of these in columns of their own)."""
+    if isinstance(row, PaperLine):
+        value = row.average if col == "average" else row.cells[col]
+        return (MISSING if value is None else fmt.format(value)), False
     if row.failed:
         return FAILED, False
     value = row.average if col == "average" else row.cells[col]
@@ -341,6 +489,8 @@ def _cell(row: Row, col: str, fmt: str = "{:.1f}", counts: bool = True, pm: str 
 
 def _baseline_text(row: Row) -> str:
     """"+3.1 [+0.4, +5.8]*": Δ average and its 95% interval, * where it excludes 0."""
+    if isinstance(row, PaperLine):
+        return ""
     if row.failed:
         return FAILED
     if row.vs_baseline is None or isinstance(row.vs_baseline, str):
@@ -361,11 +511,20 @@ def legend(table: Table) -> str:
     if table.baseline:
         parts.append(f"Δ vs {table.baseline}: average minus the baseline row's, [95% paired bootstrap interval "
                      "over problems], * where it excludes 0")
+    if table.paper is not None:
+        p = table.paper
+        parts.append(f"paper ({p.version}) = the published numbers of {p.id} ({p.title}; {p.source}), "
+                     "below the runs they are about; its average only where the columns are its own")
     return "; ".join(parts)
 
 
+def footer(table: Table) -> list[str]:
+    """What the reader must know that is not in a cell: a report.reuse that found nothing."""
+    return [f"Warning: {w}" for w in table.warnings]
+
+
 def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
-    if row.keys["method"] not in CFT_METHODS:
+    if isinstance(row, PaperLine) or row.keys["method"] not in CFT_METHODS:
         return ""
     if row.failed:
         return FAILED
@@ -373,9 +532,23 @@ def _delta_text(row: Row, fmt: str = "{:+.1f}") -> str:
 
 
 def headers(table: Table) -> list[str]:
-    return [*table.key_columns, *(["seeds"] if table.seeded else []), *(DISPLAY.get(b, b) for b in table.benchmarks),
+    return [*table.key_columns, *([SOURCE] if table.has_source else []), *(["seeds"] if table.seeded else []),
+            *(DISPLAY.get(b, b) for b in table.benchmarks),
             "Avg.", *([f"Δ vs {table.baseline}"] if table.baseline else []),
             *([DELTA] if table.has_delta else []), *([NOTE] if table.has_notes else [])]
+
+
+def line_cells(table: Table, line, pm: str = "±") -> list[tuple[str, bool, bool]]:
+    """(text, is_best, is_number) for each of `headers(table)`, for one of our rows or a paper
+    line; every format (Markdown, LaTeX, HTML) escapes and marks them its own way."""
+    cells = [(line.keys[k], False, False) for k in table.key_columns]
+    cells += [(line.source, False, False)] if table.has_source else []
+    cells += [("" if isinstance(line, PaperLine) else line.seeds, False, True)] if table.seeded else []
+    cells += [(*_cell(line, col, pm=pm), True) for col in [*table.benchmarks, "average"]]
+    cells += [(_baseline_text(line), False, True)] if table.baseline else []
+    cells += [(_delta_text(line), False, True)] if table.has_delta else []
+    cells += [(line.note, False, False)] if table.has_notes else []
+    return cells
 
 
 def counted_columns(table: Table) -> list[str]:
@@ -385,20 +558,12 @@ def counted_columns(table: Table) -> list[str]:
 
 def to_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(headers(table)) + " |",
-             "|" + "|".join(":--" if h in table.key_columns or h == NOTE else "--:" for h in headers(table)) + "|"]
-    for r in table.rows:
-        cells = [r.keys[k] for k in table.key_columns] + ([r.seeds] if table.seeded else [])
-        for col in [*table.benchmarks, "average"]:
-            text, best = _cell(r, col)
-            cells.append(f"**{text}**" if best else text)
-        if table.baseline:
-            cells.append(_baseline_text(r))
-        if table.has_delta:
-            cells.append(_delta_text(r))
-        if table.has_notes:
-            cells.append(r.run.note)
+             "|" + "|".join(":--" if h in (*table.key_columns, SOURCE, NOTE) else "--:" for h in headers(table)) + "|"]
+    for line in table.lines:
+        cells = [f"**{text}**" if best else text for text, best, _ in line_cells(table, line)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", legend(table)] if legend(table) else []
+    lines += ["", *footer(table)] if footer(table) else []
     lines += ["", "Scores: " + "; ".join(table.protocols)] if table.protocols else []
     return "\n".join(lines) + "\n"
 
@@ -411,23 +576,33 @@ def to_csv(table: Table) -> str:
     columns = [*table.benchmarks, "average"]
     spread = [c for c in columns if any(c in r.sd or c in r.half_width for r in table.rows)]
     vs = table.baseline is not None
-    writer.writerow([*table.key_columns, *(["seeds"] if table.seeded else []), *table.benchmarks, "average",
+    source = [SOURCE, "paper_row"] if table.has_source else []
+    writer.writerow([*table.key_columns, *source, *(["seeds"] if table.seeded else []), *table.benchmarks, "average",
                      *(["delta_cft_vs_best_sft"] if table.has_delta else []), *(f"n.{b}" for b in counted),
                      *(f"sd.{c}" for c in spread), *(f"ci95_half.{c}" for c in spread),
                      *(["delta_vs_baseline", "delta_ci95_low", "delta_ci95_high"] if vs else []),
                      "status", "best", "run_dir", "problem"])
-    for r in table.rows:
+    for r in table.lines:
+        if isinstance(r, PaperLine):
+            writer.writerow([*(r.keys[k] for k in table.key_columns), r.source, r.row.label,
+                             *([""] if table.seeded else []),
+                             *(_cell(r, c, "{}")[0] for c in [*table.benchmarks, "average"]),
+                             *([""] if table.has_delta else []), *([""] * len(counted)), *([""] * 2 * len(spread)),
+                             *([""] * 3 if vs else []), "paper", "", table.paper.source, ""])
+            continue
         cells = [_cell(r, c, "{}", counts=False)[0] for c in [*table.benchmarks, "average"]]
         delta = [_delta_text(r, "{:+}")] if table.has_delta else []
         n = ["" if r.counts.get(b) is None else r.counts[b] for b in counted]
         n += [r.sd.get(c, "") for c in spread] + [r.half_width.get(c, "") for c in spread]
         if vs:
             n += list(r.vs_baseline) if isinstance(r.vs_baseline, tuple) else [r.vs_baseline or "", "", ""]
-        writer.writerow([*(r.keys[k] for k in table.key_columns), *([r.seeds] if table.seeded else []),
+        writer.writerow([*(r.keys[k] for k in table.key_columns),
+                         *([r.source, ""] if table.has_source else []),
+                         *([r.seeds] if table.seeded else []),
                          *cells, *delta, *n,
                          "failed" if r.failed else "ok", ";".join(c for c in [*table.benchmarks, "average"]
                                                                  if c in r.best), str(r.run.run_dir),
-                         r.run.problem or ""])
+                         "; ".join(x for x in [r.run.problem, *r.notes] if x)])
     return buf.getvalue()
 
 
@@ -442,27 +617,23 @@ def _tex(text: str) -> str:
 def to_latex(table: Table) -> str:
     """A booktabs tabular; a rule between base-model blocks, as in the paper."""
     n_keys = len(table.key_columns)
+    n_keys += table.has_source
     spec = "l" * n_keys + "r" * (len(headers(table)) - n_keys - table.has_notes) + "l" * table.has_notes
     lines = [r"\begin{tabular}{" + spec + "}", r"\toprule",
              " & ".join(_tex(h) for h in headers(table)) + r" \\", r"\midrule"]
     previous_model = None
-    for r in table.rows:
-        if previous_model is not None and r.keys["model"] != previous_model:
+    for line in table.lines:
+        model = line.keys["model"] if isinstance(line, Row) or line.row.match else previous_model
+        if previous_model is not None and model != previous_model:
             lines.append(r"\midrule")
-        previous_model = r.keys["model"]
-        cells = [_tex(r.keys[k]) for k in table.key_columns] + ([r.seeds] if table.seeded else [])
-        for col in [*table.benchmarks, "average"]:
-            text, best = _cell(r, col, pm="\x01")
+        previous_model = model
+        cells = []
+        for text, best, _ in line_cells(table, line, pm="\x01"):
             text = _tex(text).replace("\x01", r"$\pm$")
             cells.append(rf"\textbf{{{text}}}" if best else text)
-        if table.baseline:
-            cells.append(_tex(_baseline_text(r)))
-        if table.has_delta:
-            cells.append(_tex(_delta_text(r)))
-        if table.has_notes:
-            cells.append(_tex(r.run.note))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"] + [f"% Scores: {p}" for p in table.protocols]
+    lines += [f"% {text}" for text in footer(table)]
     return "\n".join(lines) + "\n"
 
 

@@ -10,8 +10,7 @@ import html
 from pathlib import Path
 
 from cft.io import atomic_open
-from cft.report.tables import (DELTA, NOTE, Table, _baseline_text, _cell, _delta_text, headers, legend,
-                               to_markdown)
+from cft.report.tables import Table, footer, headers, legend, line_cells, to_markdown
 
 CAPTIONS = {"loss": "Training loss per run", "accuracy": "Accuracy by benchmark and method",
             "selection": "Checkpoint selection: MATH-500 accuracy vs step"}
@@ -39,18 +38,9 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers(table))
     body = []
-    for r in table.rows:
-        cells = [f"<td>{html.escape(r.keys[k])}</td>" for k in table.key_columns]
-        cells += [f"<td class=num>{html.escape(r.seeds)}</td>"] if table.seeded else []
-        for col in [*table.benchmarks, "average"]:
-            text, best = _cell(r, col)
-            cells.append(f"<td class=num>{'<b>' + text + '</b>' if best else html.escape(text)}</td>")
-        if table.baseline:
-            cells.append(f"<td class=num>{html.escape(_baseline_text(r))}</td>")
-        if DELTA in headers(table):
-            cells.append(f"<td class=num>{html.escape(_delta_text(r))}</td>")
-        if NOTE in headers(table):
-            cells.append(f"<td>{html.escape(r.run.note)}</td>")
+    for line in table.lines:  # our rows and, with report.paper, the paper's below them
+        cells = [f"<td{' class=num' if number else ''}>{'<b>' + html.escape(text) + '</b>' if best else html.escape(text)}</td>"
+                 for text, best, number in line_cells(table, line)]
         body.append("<tr>" + "".join(cells) + "</tr>")
     figures = "".join(f'<figure><img src="{p.name}" alt="{CAPTIONS[k]}"><figcaption>{CAPTIONS[k]}'
                       f"</figcaption></figure>" for k, p in plots.items())
@@ -61,7 +51,7 @@ def write_local(table: Table, plots: dict[str, Path], out_dir: str | Path, title
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
             "td.num{text-align:right}img{max-width:100%}</style>"
             f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{''.join(body)}</table>"
-            f"<p>{html.escape(legend(table))}</p>"
+            f"<p>{html.escape(legend(table))}</p>" + "".join(f"<p>{html.escape(w)}</p>" for w in footer(table)) +
             f"{failed_html}{figures}\n")
     with atomic_open(out_dir / "report.html") as f:
         f.write(page)
