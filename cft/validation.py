@@ -163,6 +163,22 @@ def _validate_peft(cfg: DictConfig) -> None:
                           f"ZeRO-partitioned), but deepspeed={cfg.deepspeed.name}: add deepspeed=none")
 
 
+def _validate_variants(cfg: DictConfig) -> None:
+    """CFT-Short (method.max_target_ratio) and CFT mixed with another SFT set (method.sft_records)."""
+    from pathlib import Path
+
+    m = cfg.method
+    if m.max_target_ratio is not None and (m.target != "critique" or not m.max_target_ratio > 0):
+        raise ConfigError(f"method.max_target_ratio={m.max_target_ratio} keeps critiques by their length: "
+                          f"it needs a value > 0 and method.target=critique (not {m.target!r})")
+    if m.sft_records and not m.sft_ratio:
+        raise ConfigError(f"method.sft_records={m.sft_records!r} is read only for method.sft_ratio > 0 "
+                          f"(the share of SFT pairs in the mix)")
+    if m.sft_records and "train" in cfg.stages and not Path(m.sft_records).is_file():
+        raise ConfigError(f"method.sft_records={m.sft_records!r}: file not found (a data stage's "
+                          f"data/records.jsonl: run that data stage first)")
+
+
 def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     """Check cross-field constraints and compute derived values, once, in place."""
     check_known_keys(cfg)
@@ -177,6 +193,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     if cfg.method.sft_ratio and cfg.method.target != "critique":
         raise ConfigError(f"method.sft_ratio mixes SFT pairs into critique training; "
                           f"method.target={cfg.method.target!r} is not 'critique'")
+    _validate_variants(cfg)
     if cfg.method.wrong_fraction is not None:
         if not 0.0 <= cfg.method.wrong_fraction <= 1.0:
             raise ConfigError(f"method.wrong_fraction={cfg.method.wrong_fraction} must be in [0, 1] (null: off)")

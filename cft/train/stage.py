@@ -28,10 +28,18 @@ from cft.train.packing import attn_of, make_collator, packing_enabled, prepare_m
 def training_inputs(cfg, paths: RunPaths) -> list[Path]:
     """The files training_rows reads: their content is part of the tokenized data's key."""
     critiques = cfg.method.target in ("critique", "teacher_solution")
-    return [paths.critiques] * critiques + [paths.records] * (not critiques or cfg.method.sft_ratio > 0)
+    return [paths.critiques] * critiques + [sft_pairs_file(cfg, paths)] * (not critiques or cfg.method.sft_ratio > 0)
 
 
-def training_rows(cfg, paths: RunPaths) -> Iterator[dict]:
+def sft_pairs_file(cfg, paths: RunPaths) -> Path:
+    """The records the SFT pairs come from: the run's own, or for a mix with another SFT set
+    (method.sft_records, e.g. an AceMath run's data/records.jsonl) that file."""
+    if cfg.method.target in ("critique", "teacher_solution") and cfg.method.get("sft_records"):
+        return Path(cfg.method.sft_records)
+    return paths.records
+
+
+def training_rows(cfg, paths: RunPaths, tokenizer=None) -> Iterator[dict]:
     """The examples a method trains on, streamed row by row (cft/train/dataset.py tokenizes them
     as they come; only the polarity draw holds the critiques in memory): critiques for cft /
     sft-teacher, records otherwise, and for `method.sft_ratio > 0` critiques plus that share of
@@ -45,6 +53,8 @@ def training_rows(cfg, paths: RunPaths) -> Iterator[dict]:
         rows = list(rows)
         if rows:
             rows = polarity_sample(rows, cfg.method.wrong_fraction, cfg.method.polarity_size, cfg.seed)
+    if cfg.method.get("max_target_ratio") is not None:  # CFT-Short
+        rows = length_matched(rows, cfg.method.max_target_ratio, tokenizer)
     n = 0
     for row in rows:
         ex = example(row, cfg.method.target)
@@ -56,7 +66,27 @@ def training_rows(cfg, paths: RunPaths) -> Iterator[dict]:
         raise ValueError(f"method {cfg.method.name}: no training rows (see {paths.root}/data, "
                          f"{paths.critique_dir}); e.g. no verified responses or all critiques rejected")
     if cfg.method.sft_ratio > 0:
-        yield from mix_sft(n, paths.records, cfg.method.keep == "verified", cfg.method.sft_ratio, cfg.seed)
+        yield from mix_sft(n, sft_pairs_file(cfg, paths), cfg.method.keep == "verified", cfg.method.sft_ratio,
+                           cfg.seed)
+
+
+def length_matched(rows, ratio: float, tokenizer) -> Iterator[dict]:
+    """CFT-Short (the paper's Table 10: "we select WebInstruct data with token lengths similar
+    to standard SFT training data"): the critique rows whose critique has at most `ratio` times
+    the tokens of the response it critiques, i.e. of that record's SFT target; the paper gives
+    neither its length criterion nor its size, this rule is ours. Tokens are the run's own."""
+    if tokenizer is None:
+        raise ValueError("method.max_target_ratio counts tokens: training_rows needs the run's tokenizer")
+    seen = kept = 0
+    for row in rows:
+        seen += 1
+        critique, response = (tokenizer(row[k], add_special_tokens=False)["input_ids"]
+                              for k in ("critique", "noisy_response"))
+        if len(critique) <= ratio * len(response):
+            kept += 1
+            yield row
+    print(f"[cft] train: method.max_target_ratio={ratio:g} kept {kept} of {seen} critiques (at most "
+          f"{ratio:g}x the tokens of the response they critique)", flush=True)
 
 
 def _sft_records(cfg, paths: RunPaths) -> Iterator[dict]:
@@ -221,7 +251,7 @@ def run(cfg, paths: RunPaths) -> dict:
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     prepare_tokenizer(tokenizer, cfg.model.train_template)  # as LLaMA-Factory fixes it (stop words, pad)
     # Tokenized once per run by the main process; every rank reads it memory-mapped.
-    dataset, data = tokenized.prepare(cfg, paths, tokenizer, lambda: training_rows(cfg, paths),
+    dataset, data = tokenized.prepare(cfg, paths, tokenizer, lambda: training_rows(cfg, paths, tokenizer),
                                       training_inputs(cfg, paths))
 
     use_cpu = not torch.cuda.is_available()
