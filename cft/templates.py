@@ -27,6 +27,15 @@ TRAIN_TEMPLATES = {
                           user="<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n",
                           stop_words=("<|im_end|>",)),
     "deepseek": TrainTemplate(system="", user="User: {prompt}\n\nAssistant:", bos=True),
+    # ms-swift's llama3_2 template (One-Shot CFT trained Llama-3.2-3B-Instruct with ms-swift):
+    # BOS, a system turn with the knowledge-cutoff and today's date, no system prompt. ms-swift
+    # writes the day of training; we pin the date of the authors' evaluation prompt ("llama").
+    "llama3.2": TrainTemplate(
+        system="<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+               "Today Date: 17 Apr 2025\n\n<|eot_id|>",
+        user="<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>"
+             "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        bos=True, stop_words=("<|eot_id|>",)),
 }
 
 
@@ -71,6 +80,35 @@ EVAL_TEMPLATES: dict[str, str] = {
     "deepseek-math": (
         "User: {input}\nPlease reason step by step, and put your final answer within "
         "\\boxed{}.\n\nAssistant:"
+    ),
+    # One-Shot CFT's Llama-3.2 evaluation prompt (its eval/Math_Reasoning_Evaluation/utils.py
+    # "llama"), without the leading "<|begin_of_text|>" text: BOS comes from the llama3.2 training
+    # template's rule (cft.generation.prepends_bos), once.
+    "llama": (
+        "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+        "Today Date: 17 Apr 2025\n\n <|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{input}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+    # One-Shot CFT's candidate-solution prompts (TIGER-AI-Lab/One-Shot-CFT
+    # prompts/generate_candidate_solutions.py; arXiv 2506.03295 A.2), for dataset.noisy_generators.
+    "candidate-qwen2.5": (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within "
+        "\\boxed{}.<|im_end|>\n<|im_start|>user\nQuestion:\n{input}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    "candidate-qwen3": (  # also MiMo's
+        "<|im_start|>user\nPlease reason step by step to find a solution to the following question, "
+        "and put your final answer within \\boxed{}.\nQuestion:\n{input}<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    "candidate-phi4": (
+        "<|im_start|>system<|im_sep|>\nPlease reason step by step, and put your final answer within "
+        "\\boxed{}.<|im_end|>\n<|im_start|>user<|im_sep|>\nQuestion:\n{input}<|im_end|>\n"
+        "<|im_start|>assistant<|im_sep|>\n"
+    ),
+    # Ours: the paper names DeepSeek-R1 among the generators but prints no prompt for it; this is
+    # the R1-distill chat format with DeepSeek's recommended instruction (BOS added by the caller).
+    "candidate-deepseek-r1": (
+        "<｜User｜>Please reason step by step, and put your final answer within \\boxed{}.\n"
+        "Question:\n{input}<｜Assistant｜><think>\n"
     ),
 }
 

@@ -115,6 +115,53 @@ def check_inputs(cfg: DictConfig) -> None:
         raise ConfigError(f"model.path={cfg.model.path!r}: no such local model directory")
 
 
+def _validate_noisy_generators(cfg: DictConfig) -> None:
+    """dataset.noisy_generator / noisy_generators: one form at a time, distinct names, known
+    templates and backends, sampling that can give n different responses, and "tiny" only for a
+    run whose own model is built from its config."""
+    from cft.config import noisy_generators
+    from cft.templates import EVAL_TEMPLATES
+
+    ds = cfg.dataset
+    if ds.noisy_generator and ds.noisy_generators:
+        raise ConfigError(f"dataset.noisy_generator={ds.noisy_generator!r} and dataset.noisy_generators are "
+                          "both set: use one (the list form for several generators)")
+    gens = noisy_generators(ds)
+    if ds.loader == "problems" and not gens:
+        raise ConfigError(f"dataset={ds.name} (loader=problems) ships problems without responses: "
+                          "set dataset.noisy_generators (or dataset.noisy_generator) to generate them")
+    names = [g["name"] for g in gens]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"dataset.noisy_generators: names must be distinct, got {names}")
+    for i, g in enumerate(gens):
+        key = f"dataset.noisy_generators[{i}] ({g['name']})" if ds.noisy_generators else "dataset.noisy_generator"
+        if g["path"] == "tiny" and cfg.model.init != "random":
+            raise ConfigError(f"{key}: tiny generates with the run's own model built from its config, but "
+                              f"model={cfg.model.name} is pretrained (model.init={cfg.model.init}): use "
+                              f"model=tiny, or name the generator (a HF id or local path)")
+        if g["template"] not in EVAL_TEMPLATES:
+            raise ConfigError(f"{key}: template={g['template']!r} is unknown; known: {sorted(EVAL_TEMPLATES)}")
+        if g["backend"] not in ("transformers", "vllm"):
+            raise ConfigError(f"{key}: backend={g['backend']!r}; known: transformers, vllm")
+        if g["n"] < 1 or g["max_new_tokens"] < 1:
+            raise ConfigError(f"{key}: n={g['n']} and max_new_tokens={g['max_new_tokens']} must be >= 1")
+        if g["n"] > 1 and g["temperature"] == 0:
+            raise ConfigError(f"{key}: n={g['n']} greedy samples (temperature 0) would all be the same; "
+                              "set a temperature > 0")
+
+
+def _validate_snapshots(cfg: DictConfig) -> None:
+    """method.snapshot_steps is a whole number of steps or a share of the run; eval.dynamics
+    scores snapshots, so a run that trains for it writes them."""
+    value = cfg.method.get("snapshot_steps")
+    if value is not None and (value < 0 or (value >= 1 and value != int(value))):
+        raise ConfigError(f"method.snapshot_steps={value}: a whole number of steps (>= 1), a share of the "
+                          "run's steps (< 1), or null/0 (off)")
+    if cfg.eval.get("dynamics") and "train" in cfg.stages and not value:
+        raise ConfigError(f"eval.dynamics={list(cfg.eval.dynamics)} evaluates the weights-only snapshots, and "
+                          "method.snapshot_steps is off: set it (the paper's figure: every 10 steps)")
+
+
 def _validate_teachers(cfg: DictConfig) -> None:
     """teacher.mode and teacher.models. mode=batch is ignored by the reference backend, the
     offline stand-in for any teacher (so `teacher=reference` runs a batch recipe on CPU)."""
@@ -135,6 +182,9 @@ def _validate_teachers(cfg: DictConfig) -> None:
                               f"['reference', 'openai', 'vllm']")
         if (m.mode or cfg.teacher.mode) == "batch" and backend == "vllm":
             raise ConfigError(f"teacher.models[{i}] ({m.name}): mode=batch needs backend=openai")
+    _choice(cfg, "teacher.keep", ("all", "verdict_matches_reference"))
+    if cfg.teacher.max_critiques is not None and cfg.teacher.max_critiques < 1:
+        raise ConfigError(f"teacher.max_critiques={cfg.teacher.max_critiques} must be >= 1 (null: no cap)")
     for key in ("batch_max_requests", "batch_max_bytes"):
         if cfg.teacher[key] < 1:
             raise ConfigError(f"teacher.{key}={cfg.teacher[key]} must be >= 1")
@@ -203,10 +253,8 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
     if cfg.method.polarity_size is not None and cfg.method.polarity_size < 1:
         raise ConfigError(f"method.polarity_size={cfg.method.polarity_size} must be >= 1 (null: the most the data allow)")
     _choice(cfg, "model.init", ("pretrained", "random"))
-    if "data" in cfg.stages and cfg.dataset.noisy_generator == "tiny" and cfg.model.init != "random":
-        raise ConfigError(f"dataset.noisy_generator=tiny generates with the run's own model built from its "
-                          f"config, but model={cfg.model.name} is pretrained (model.init={cfg.model.init}): "
-                          f"use model=tiny, or name the generator (a HF id or local path)")
+    if "data" in cfg.stages:
+        _validate_noisy_generators(cfg)
     _choice(cfg, "teacher.backend", ("reference", "openai", "vllm", "released"))
     _choice(cfg, "eval.backend", ("transformers", "vllm"))
     if "eval" in cfg.stages and cfg.eval.n > 1 and cfg.eval.temperature == 0:  # before the run, not at eval

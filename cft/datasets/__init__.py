@@ -218,3 +218,5 @@ def load_jsonl(cfg) -> Iterator[Record]:
 
 
 from cft.datasets import acemath  # noqa: E402,F401  (registers the `acemath` loader)
+
+from cft.datasets import problems  # noqa: E402,F401  (registers the `problems` loader)
