@@ -6,7 +6,7 @@ Train, eval (the critic is prompted as it was trained) and config validation all
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # The instruction of every CFT row (the released WebInstruct-CFT rows' own).
 CFT_INSTRUCTION = "Please critique whether the following solution to the question is correct."
@@ -140,6 +140,41 @@ def few_shot_prompt(question: str, demos) -> str:
     return COT_SPLITTER.join(turns).strip(" ")
 
 
+# Multiple choice (cft.benchmarks.choice), zero-shot, as the CFT paper's evaluation prompted it
+# (TIGER-AI-Lab/CritiqueFineTuning@44b83b8, tools/scripts/evaluate.sh): GPQA through
+# `tools/evaluate_gpqa/run_open.py --form qwen` (prompt_utils.get_qwen_prompt: the Qwen chat turn
+# with the default system prompt; greedy, its stop list), MMLU-Pro through
+# `tools/evaluate_mmlu-pro/evaluate_from_local.py` (cot_prompt_lib/initial_prompt_1.txt as the
+# system turn, the user turn from cft.benchmarks.choice; its stop list). Both wrote the Qwen chat
+# format by hand, so there is a prompt for chat templates in that format only.
+@dataclass(frozen=True)
+class ChoicePrompt:
+    system: str
+    stops: tuple[str, ...]
+
+
+CHOICE_PROMPTS = {
+    "gpqa": ChoicePrompt("You are a helpful assistant.",
+                         ("USER:", "ASSISTANT:", "### Instruction:", "Response:", "\n\nProblem", "\nProblem",
+                          "Problem:", "<|eot_id|>", "####")),
+    "mmlu_pro": ChoicePrompt('Please reason step by step, and put your answer with "the answer is (X)" where X '
+                             'is the correct letter choice.', ("</s>", "<|im_end|>", "<|endoftext|>", "Question:")),
+}
+# model.eval_template -> its chat turn with a system prompt of the benchmark's own.
+CHOICE_CHAT = {"qwen25-math-cot": "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
+                                  "<|im_start|>assistant\n"}
+
+
+def choice_prompt(template: str, question: str, benchmark: str) -> str:
+    """A multiple-choice benchmark's prompt: its system turn, the question with its options as
+    the user turn, verbatim (not stripped: MMLU-Pro's user turn ends in a newline)."""
+    if template not in CHOICE_CHAT:
+        raise ValueError(f"model.eval_template={template}: {benchmark} is prompted as the paper's evaluation "
+                         f"prompted it, in the Qwen chat format ({sorted(CHOICE_CHAT)}); there is none for "
+                         f"{template}")
+    return CHOICE_CHAT[template].replace("{system}", CHOICE_PROMPTS[benchmark].system).replace("{input}", question)
+
+
 @dataclass(frozen=True)
 class EvalProtocol:
     """How a benchmark question becomes a prompt, and where a completion ends beyond the
@@ -152,6 +187,8 @@ class EvalProtocol:
     stops: tuple[str, ...] = ()
 
     def prompt(self, question: str, benchmark: str) -> str:
+        if benchmark in CHOICE_PROMPTS:
+            return choice_prompt(self.template, question, benchmark)
         if self.name == "few-shot-cot":
             from cft.benchmarks.demos import demonstrations
 
@@ -163,6 +200,12 @@ class EvalProtocol:
         official evaluation cuts), and whether one was found."""
         ends = [i for i in (completion.find(s) for s in self.stops) if i >= 0]
         return (completion[: min(ends)].strip(), True) if ends else (completion, False)
+
+    def for_benchmark(self, benchmark: str) -> "EvalProtocol":
+        """This protocol with the benchmark's own stop strings added (multiple choice: those of
+        the script that evaluated it)."""
+        extra = CHOICE_PROMPTS[benchmark].stops if benchmark in CHOICE_PROMPTS else ()
+        return replace(self, stops=self.stops + extra) if extra else self
 
     def finish_samples(self, samples: list[list[dict]]) -> list[list[dict]]:
         """Each stored sample {completion, finish_reason, ...} finished by `finish`: a cut one
@@ -182,6 +225,12 @@ class EvalProtocol:
         eval.shots (GSM8K has 8, MATH 5, Minerva-Math 4)."""
         from cft.benchmarks.demos import demonstrations
 
+        for name in benchmarks:
+            if name in CHOICE_PROMPTS and self.name != "zero-shot":
+                raise ValueError(f"eval.protocol={self.name}: {name} is evaluated zero-shot, as the paper's "
+                                 f"evaluation ran it (eval.protocol=zero-shot)")
+            if name in CHOICE_PROMPTS:
+                choice_prompt(self.template, "", name)  # a chat format it has a prompt for
         for name in benchmarks if self.name == "few-shot-cot" else ():
             have = len(demonstrations(name))
             if not 0 < self.shots <= have:

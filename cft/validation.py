@@ -76,6 +76,7 @@ def check_inputs(cfg: DictConfig) -> None:
     from pathlib import Path
 
     from cft.benchmarks import get_benchmark
+    from cft.io import DataError
     from cft.templates import EVAL_TEMPLATES, TRAIN_TEMPLATES
 
     stages = set(cfg.stages)
@@ -87,10 +88,16 @@ def check_inputs(cfg: DictConfig) -> None:
                 bench = get_benchmark(name)
             except KeyError as e:  # a typo fails here, not after training
                 raise ConfigError(str(e.args[0]).replace("eval.benchmarks", key, 1)) from None
-            if read and "eval" in stages and not bench.path(cfg.paths.benchmarks).is_file():
+            if read and "eval" in stages and bench.file is None and not bench.choice \
+                    and not bench.path(cfg.paths.benchmarks).is_file():
                 raise ConfigError(f"{key}: benchmark {bench.name!r} has no test set at "
                                   f"{bench.path(cfg.paths.benchmarks)} (paths.benchmarks="
                                   f"{cfg.paths.benchmarks!r}; unset $CFT_BENCHMARKS for the shipped sets)")
+            if read and "eval" in stages and (bench.file is not None or bench.choice):
+                try:  # a user's own file: there, and in its official format (every row), before any work
+                    bench.load(cfg.paths.benchmarks)
+                except DataError as e:
+                    raise ConfigError(f"{key}: {e}") from None
     if "eval" in stages and cfg.model.eval_template not in EVAL_TEMPLATES:
         raise ConfigError(f"model.eval_template={cfg.model.eval_template!r} is unknown; "
                           f"known: {sorted(EVAL_TEMPLATES)}")

@@ -5,14 +5,16 @@ a subset of it, and the default selection set shares no problem with any shipped
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
 
 import pytest
 
-from cft.benchmarks import BENCHMARKS, PAPER_BENCHMARKS, SELECTION_SETS, SHIPPED, get_benchmark
+from cft.benchmarks import BENCHMARKS, PAPER_BENCHMARKS, SELECTION_SETS, SHIPPED, USER_SUPPLIED, get_benchmark
 from cft.benchmarks.make_validation import benchmark_ngrams, ngrams, validation_lines
+from cft.io import read_jsonl
 from cft.validation import ConfigError, validate
 
 # The git blob ids (SHA-1 of "blob <size>\0" + content) of the upstream files: equal ids, equal bytes.
@@ -22,12 +24,16 @@ UPSTREAM_BLOBS = {
     "math": "9ef3334841057f53caac5522332e38391d3fb33b",
     # TIGER-AI-Lab/One-Shot-CFT eval/Math_Reasoning_Evaluation/data/math-500-validation/test.jsonl
     "math-500-validation": "c12428312410765b9107f2d0bc7949383efea8fb",
+    # TIGER-AI-Lab/One-Shot-CFT@296d620 eval/Math_Reasoning_Evaluation/data/aime25/test.jsonl: the
+    # 30 problems repeated 32 times (its avg@32); the shipped file is one copy of them
+    "aime25": "2d0384bd2af8064b849b8ddf556a8e53c745d863",
 }
-TEST_SETS = [name for name in BENCHMARKS if name not in SELECTION_SETS]
+REPEATS = {"aime25": 32}
+TEST_SETS = [name for name in BENCHMARKS if name not in SELECTION_SETS + USER_SUPPLIED]
 
 
 def _rows(name: str) -> list[dict]:
-    return [json.loads(line) for line in (SHIPPED / name / "test.jsonl").read_text().splitlines()]
+    return read_jsonl(BENCHMARKS[name].path(SHIPPED))
 
 
 def _text(question: str) -> str:
@@ -40,8 +46,17 @@ def _questions(name: str) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(UPSTREAM_BLOBS))
 def test_shipped_files_are_the_upstream_files(name):
-    data = (SHIPPED / name / "test.jsonl").read_bytes()
+    path = BENCHMARKS[name].path(SHIPPED)
+    data = (gzip.decompress if path.suffix == ".gz" else bytes)(path.read_bytes()) * REPEATS.get(name, 1)
     assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == UPSTREAM_BLOBS[name]
+
+
+def test_math_ships_gzipped():
+    """The 4.4 MB MATH test is stored gzipped (about a quarter of the size); its content is the
+    upstream file's (above), and it loads as the plain file would."""
+    path = BENCHMARKS["math"].path(SHIPPED)
+    assert path.name == "test.jsonl.gz" and not (SHIPPED / "math" / "test.jsonl").exists()
+    assert path.stat().st_size < 0.3 * len(gzip.decompress(path.read_bytes()))
 
 
 def test_math500_is_a_subset_of_math():

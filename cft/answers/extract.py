@@ -10,7 +10,8 @@ reader can see how much of a score came from fallbacks:
   final_answer_is  the last "final answer is X"
   gsm8k_hash  GSM8K's `#### X` (ours; the official falls through to the last number, the same X)
   last_number the last number in the completion (official fallback)
-  choice      a multiple-choice letter (choice benchmarks only)
+  choice      a multiple-choice letter (choice benchmarks only; GPQA and MMLU-Pro by the
+              rules of the evaluation the paper ran, cft.answers.choice)
   none        nothing found
 
 Each rule parses its span more carefully than the official split-on-substring (the answer ends
@@ -21,6 +22,8 @@ takes milliseconds): this runs in the data stage and in evaluation, where no tim
 from __future__ import annotations
 
 import re
+
+from cft.answers.choice import CHOICE_EXTRACTORS
 
 CHOICE_BENCHMARKS = {"gpqa", "gpqa_diamond", "mmlu", "mmlu_pro", "mmlu-pro", "arc", "aqua", "sat_math"}
 
@@ -127,6 +130,8 @@ def extract_with_rule(completion: str, benchmark: str | None = None,
     if not completion:
         return None, "none"
     name = (benchmark or "").lower()
+    if name in CHOICE_EXTRACTORS:  # GPQA, MMLU-Pro: as the paper's evaluation read them (cft.answers.choice)
+        return CHOICE_EXTRACTORS[name](completion)
     if name in CHOICE_BENCHMARKS:
         letter = _choice_letter(completion)
         return letter, "choice" if letter else "none"

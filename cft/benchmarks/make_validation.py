@@ -15,9 +15,13 @@ import json
 import random
 from pathlib import Path
 
-from cft.benchmarks import BENCHMARKS, SELECTION_SETS, SHIPPED, words
+from cft.benchmarks import BENCHMARKS, SHIPPED, words
 
 SIZE, SEED, NGRAM = 500, 0, 8
+# The test sets whose 8-grams the shipped file was built against. AIME25 came later and is left
+# out so that the recipe still rebuilds that file: it shares one phrase 8-gram ("let triangle
+# abc be a right triangle with") with problem 221, and no problem.
+RECIPE_TEST_SETS = ("math", "math-500", "minerva_math", "gsm8k", "olympiadbench", "aime24", "amc23", "theoremqa")
 
 
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
@@ -28,12 +32,11 @@ def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
 
 
 def benchmark_ngrams(root: Path = SHIPPED) -> set[tuple[str, ...]]:
-    """Every 8-gram of every shipped test set's questions (selection sets excluded)."""
+    """Every 8-gram of the questions of the test sets in RECIPE_TEST_SETS."""
     grams: set = set()
-    for name, bench in BENCHMARKS.items():
-        if name not in SELECTION_SETS:
-            for item in bench.load(root):
-                grams |= ngrams(item["question"])
+    for name in RECIPE_TEST_SETS:
+        for item in BENCHMARKS[name].load(root):
+            grams |= ngrams(item["question"])
     return grams
 
 

@@ -74,10 +74,11 @@ def evaluate(cfg, model_path: str, out_dir: Path, benchmarks=None, limit=None,
     try:
         for bench in map(get_benchmark, benchmarks):  # names were checked in cft.validation.validate
             items = bench.load(cfg.paths.benchmarks, limit)
-            prompts = [protocol.prompt(it["question"], bench.name) for it in items]
+            asked = protocol.for_benchmark(bench.name)  # + a multiple-choice benchmark's own stop strings
+            prompts = [asked.prompt(it["question"], bench.name) for it in items]
             t0 = time.time()
-            samples = protocol.finish_samples(generated_samples(cfg, bench.name, items, prompts, out_dir, settings,
-                                                                sampling, model_path, tokenizer_path))
+            samples = asked.finish_samples(generated_samples(cfg, bench.name, items, prompts, out_dir, settings,
+                                                             sampling, model_path, tokenizer_path))
             gen_s = time.time() - t0
             rows, results[bench.name] = score(bench.name, items, prompts, samples, grader, sampling)
             results[bench.name]["generation_s"] = round(gen_s, 2)
