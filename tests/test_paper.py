@@ -145,3 +145,10 @@ def test_the_paper_files_ship_in_the_package():
     for path in paper.PAPER_DIR.glob("*"):
         rel = str(path.relative_to(paper.PAPER_DIR.parent))
         assert any(fnmatch.fnmatch(rel, pattern) for pattern in data), rel
+
+
+def test_a_label_split_by_an_unquoted_comma_is_refused(tmp_path):
+    (tmp_path / "p.yaml").write_text("tables:\n  - id: t\n    title: t\n    version: v4\n    source: s\n"
+                                     "    columns: [math]\n    rows:\n      - {label: Direct, T=0.1, scores: [1.0]}\n")
+    with pytest.raises(paper.PaperError, match=r"p\.yaml:8: .*unknown fields \['T=0\.1'\].*quote a label"):
+        paper.tables(tmp_path)

@@ -255,3 +255,135 @@ def test_real_sweep_has_an_offline_wandb_run_per_job_with_metrics(real_sweep):
 @pytest.mark.slow
 def test_real_sweep_writes_no_secret_value_anywhere(real_sweep):
     assert assert_no_secret(real_sweep, FAKE_OPENAI, FAKE_WANDB) > 50 and list(real_sweep.rglob("*.wandb"))
+
+
+# --- beside the paper (report.paper / columns / reuse / notes) --------------------------------
+def _paper_run(sweep: Path, num: int, model: str, method: str, accuracy: dict | None, report: dict | None = None,
+               **sections) -> Path:
+    """A finished run of `model` x `method` as the pipeline leaves it (config.yaml, run_info.json,
+    results.json), with the sweep's `report` settings."""
+    run_dir = sweep / f"{num}_method={method},model={model}"
+    run_dir.mkdir(parents=True)
+    config = {"model": {"name": model}, "method": {"name": method}, "run_dir": str(run_dir),
+              "dataset": {"name": "webinstruct-cft-50k", "noisy_generator": ""}, "teacher": {"name": "released"},
+              "eval": {"name": "paper", "n": 1, "temperature": 0.0}, "sweep_name": sweep.name,
+              "report": {"baseline": None, "paper": None, "columns": None, "reuse": [], "notes": {}, **(report or {})}}
+    for section, values in sections.items():
+        config[section].update(values)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "run_info.json").write_text("{}")
+    if accuracy is not None:
+        (run_dir / "results.json").write_text(json.dumps(
+            {"model": model, "method": method, "accuracy": accuracy,
+             "average": round(sum(accuracy.values()) / len(accuracy), 2), "n": {b: 10 for b in accuracy}}))
+    return run_dir
+
+
+def _md_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
+def _scores(*values) -> dict:
+    return dict(zip(BENCHES, values))
+
+
+def test_the_papers_row_is_right_below_ours_and_its_other_rows_in_its_order(tmp_path):
+    sweep = tmp_path / "multirun" / "main-table"
+    report = {"paper": "table2"}
+    _paper_run(sweep, 0, "qwen2.5-math-7b", "cft", _scores(70.0, 30.0, 80.0, 30.0, 10.0, 50.0), report)
+    _paper_run(sweep, 1, "qwen2.5-math-7b", "sft", _scores(50.0, 10.0, 70.0, 10.0, 0.0, 30.0), report)
+    _paper_run(sweep, 2, "qwen2.5-math-7b", "cft-sft", _scores(60.0, 20.0, 75.0, 20.0, 5.0, 40.0), report)
+    md = build_report(sweep)["written"]["md"].read_text()
+    lines = _md_lines(md)
+    assert lines[0].startswith("| model | method | source | MATH | Minerva-Math | GSM8K |")
+    ours_cft = lines.index("| qwen2.5-math-7b | cft | ours | **70.0** | **30.0** | **80.0** | **30.0** | **10.0** "
+                           "| **50.0** | **45.0** | +16.7 |  |")
+    assert lines[ours_cft + 1] == ("| qwen2.5-math-7b | cft | paper (v4) | 80.2 | 42.3 | 90.9 | 41.6 | 20.0 | 67.5 | 57.1 "
+                                   "|  | paper: Qwen2.5-Math-7B WebInstruct-CFT |")  # never bold, no Δ
+    ours_sft = lines.index("| qwen2.5-math-7b | sft | ours | 50.0 | 10.0 | 70.0 | 10.0 | 0.0 | 30.0 | 28.3 |  |  |")
+    assert lines[ours_sft + 1].startswith("| qwen2.5-math-7b | sft | paper (v4) | 59.0 | 13.2 | 77.4 |")
+    # The paper's rows we have no run for are there too, in the paper's order (DeepSeek first);
+    # our cft-sft row, which the paper lacks, comes after all of them.
+    sources = [line.split(" | ")[2] for line in lines[1:]]
+    assert sources == ["paper (v4)"] * 11 + ["ours", "paper (v4)", "paper (v4)", "paper (v4)", "ours", "paper (v4)", "ours"]
+    assert lines[1].startswith("| deepseek-math | base | paper (v4) | 33.8 | 9.2 | 64.3 | 4.5 | 0.0 | 10.0 | 20.3 |")
+    assert lines[-1].startswith("| qwen2.5-math-7b | cft-sft | ours | 60.0 |")
+    assert "paper (v4) = the published numbers of table2" in md
+    csv_rows = _csv_rows((sweep / "report" / "results_table.csv").read_text())
+    paper_cft = [r for r in csv_rows if r["status"] == "paper" and r["paper_row"] == "Qwen2.5-Math-7B WebInstruct-CFT"]
+    assert len(paper_cft) == 1 and paper_cft[0]["math"] == "80.2" and paper_cft[0]["average"] == "57.1"
+    assert "paper (v4)" in (sweep / "report" / "results_table.tex").read_text()
+    assert "<td>paper (v4)</td>" in (sweep / "report" / "report.html").read_text()
+
+
+def test_reuse_takes_the_other_sweeps_runs_by_reference_and_says_so(tmp_path):
+    multirun = tmp_path / "multirun"
+    main_cft = _paper_run(multirun / "main-table", 0, "qwen2.5-math-7b", "cft", _scores(80.0, 40.0, 90.0, 40.0, 20.0, 60.0))
+    _paper_run(multirun / "main-table", 1, "qwen2.5-math-7b", "sft", _scores(60.0, 10.0, 70.0, 20.0, 0.0, 40.0))
+    _paper_run(multirun / "main-table", 2, "qwen2.5-7b", "cft", _scores(70.0, 20.0, 80.0, 30.0, 10.0, 50.0))
+    sweep = multirun / "dataset-ablation"
+    report = {"paper": "table5", "reuse": [{"sweep": "main-table", "where": {"model": "qwen2.5-math-7b",
+                                                                              "method": ["sft", "cft"]}}]}
+    _paper_run(sweep, 0, "qwen2.5-math-7b", "cft", _scores(74.0, 40.0, 85.0, 36.0, 23.3, 57.5), report,
+               dataset={"name": "metamath"}, teacher={"name": "gpt-4o"})
+    build_report(sweep)
+    lines = _md_lines((sweep / "report" / "results_table.md").read_text())
+    reused = [line for line in lines if "ours (from main-table)" in line]
+    assert len(reused) == 2 and not any("qwen2.5-7b" in line for line in lines)  # the where filter
+    below = lines[lines.index(reused[-1]) + 1]
+    assert reused[-1].startswith("| qwen2.5-math-7b | cft | webinstruct-cft-50k | released | ours (from main-table) | **80.0** |")
+    assert below.startswith("| qwen2.5-math-7b | cft | webinstruct-cft-50k |  | paper (v4) | 80.2 |")
+    rows = _csv_rows((sweep / "report" / "results_table.csv").read_text())
+    assert str(main_cft) in {r["run_dir"] for r in rows}
+    assert not (multirun / "main-table" / "report").exists()  # read, never run or written
+
+
+def test_a_reuse_that_finds_nothing_is_said_under_the_table(tmp_path):
+    sweep = tmp_path / "multirun" / "dataset-ablation"
+    _paper_run(sweep, 0, "qwen2.5-math-7b", "cft", _scores(74.0, 40.0, 85.0, 36.0, 23.3, 57.5),
+               {"reuse": [{"sweep": "main-table", "where": {"method": "sft"}}]})
+    md = build_report(sweep)["written"]["md"].read_text()
+    assert "Warning: report.reuse[0]: no run of " in md and "(no such folder: run that sweep first)" in md
+
+
+def test_columns_define_the_table_and_its_average(tmp_path):
+    """The SimpleRL comparison: five benchmarks, MATH-500 and no GSM8K, averaged over those five."""
+    sweep = tmp_path / "multirun" / "simplerl"
+    accuracy = {"math-500": 80.0, "minerva_math": 40.0, "gsm8k": 90.0, "olympiadbench": 40.0, "aime24": 20.0,
+                "amc23": 70.0, "math": 81.0}
+    _paper_run(sweep, 0, "qwen2.5-math-7b", "cft", accuracy,
+               {"paper": "table4", "columns": ["math-500", "minerva_math", "olympiadbench", "aime24", "amc23"]})
+    lines = _md_lines(build_report(sweep)["written"]["md"].read_text())
+    assert lines[0].startswith("| model | method | source | MATH-500 | Minerva-Math | OlympiadBench | AIME24 | AMC23 | Avg. |")
+    ours = next(line for line in lines if "| ours |" in line)
+    assert ours.startswith("| qwen2.5-math-7b | cft | ours | **80.0** | **40.0** | **40.0** | **20.0** | **70.0** | **50.0** |")  # 250 / 5
+    assert any(line.startswith("| SimpleRL-Zero (8K×12 samples, 1152 H100 h) |  | paper (v4) | 77.2 | 33.5 | 37.9 | 33.3 "
+                               "| 62.5 | 48.9 |") for line in lines)
+    # Without report.columns the paper table's columns are the default: the same five.
+    assert build_table(collect_runs(sweep), paper="table4", columns=None).benchmarks[0] == "math-500"
+    with pytest.raises(ValueError, match=r"report\.columns: \['gsm8'\] is no benchmark"):
+        build_table(collect_runs(sweep), columns=["gsm8"])
+
+
+def test_notes_are_written_beside_the_rows_they_name(tmp_path):
+    sweep = tmp_path / "multirun" / "main-table"
+    notes = {"method=sft-verified": "ours keeps the ~28K right-judged of the 50K; the paper the top 50K"}
+    _paper_run(sweep, 0, "qwen2.5-math-7b", "sft-verified", _scores(60.0, 10.0, 70.0, 20.0, 10.0, 40.0), {"notes": notes})
+    _paper_run(sweep, 1, "qwen2.5-math-7b", "cft", _scores(70.0, 30.0, 80.0, 30.0, 10.0, 50.0), {"notes": notes})
+    lines = _md_lines(to_markdown(build_table(collect_runs(sweep))))
+    assert lines[0].endswith("| note |")
+    assert lines[1].startswith("| qwen2.5-math-7b | sft-verified |") and lines[1].endswith(f"| {notes['method=sft-verified']} |")
+    assert lines[2].startswith("| qwen2.5-math-7b | cft |") and lines[2].endswith("|  |")
+
+
+def test_a_job_that_stopped_before_its_first_stage_is_a_failed_row(tmp_path):
+    """Hydra wrote .hydra/config.yaml, the pipeline refused the config: the sweep's table says so."""
+    sweep = tmp_path / "multirun" / "main-table"
+    _paper_run(sweep, 0, "qwen2.5-math-7b", "cft", _scores(70.0, 30.0, 80.0, 30.0, 10.0, 50.0))
+    job = sweep / "1_method=sft,model=qwen2.5-math-7b"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "qwen2.5-math-7b"},
+                                                                "method": {"name": "sft"}}))
+    rows = {r["method"]: r for r in _csv_rows(to_csv(build_table(collect_runs(sweep))))}
+    assert rows["sft"]["status"] == "failed" and rows["sft"]["math"] == "failed"
+    assert "stopped before its first stage" in rows["sft"]["problem"]

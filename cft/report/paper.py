@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
+ROW_FIELDS = {"label", "match", "scores", "average", "__line__"}
 
 
 class PaperError(ValueError):
@@ -118,6 +119,11 @@ def _table(raw: dict, path: Path) -> PaperTable:
         if len(scores) != len(columns):
             raise PaperError(f"{path}:{line}: table {raw['id']}, row {label!r}: {len(scores)} scores for "
                              f"{len(columns)} columns {columns}")
+        unknown = [k for k in r if k not in ROW_FIELDS and not (k.startswith("v") and k[1:].isdigit())]
+        if unknown:  # e.g. an unquoted label with a comma in a {flow: mapping} splits into keys
+            raise PaperError(f"{path}:{line}: table {raw['id']}, row {label!r}: unknown fields {unknown} "
+                             f"(a row has {sorted(ROW_FIELDS - {'__line__'})} and vN: earlier numbers; quote a "
+                             "label that holds a comma)")
         match = {k: _values(v) for k, v in (r.get("match") or {}).items() if k != "__line__"}
         earlier = {k: {kk: vv for kk, vv in v.items() if kk != "__line__"} for k, v in r.items()
                    if k.startswith("v") and k[1:].isdigit()}
