@@ -47,22 +47,44 @@ def attn_implementation(requested: str, training: bool = False, cuda: bool | Non
     return "flex_attention" if training else "sdpa"
 
 
-def run_weights(pattern: str) -> Path:
+def run_weights(spec: str, output_root: str | None = None) -> Path:
     """The weights a finished run reports (`model.from_run`): eval/selection.json's best when the
-    run selected a checkpoint, else train/final. `pattern` is a run directory or a glob matching
-    exactly one; anything else (no match, several, a run without finished weights) is a
-    ConfigError naming the key and what was found, raised before this run does any work."""
-    import glob
+    run selected a checkpoint, else train/final.
+
+    `spec` is a run directory, or `SWEEP key=value ...`: the one run under
+    `output_root/multirun/SWEEP` whose config.yaml has those values (`model`, `method`, `dataset`,
+    `teacher` name the group choice, `model.name` and so on; other keys are dotted config keys),
+    e.g. "table2 model=qwen2.5-math-7b method=cft seed=42". No match, several, or a run without
+    finished weights is a ConfigError naming the key and what was found, raised before this run
+    does any work (cft.pipeline.run)."""
+    from omegaconf import OmegaConf
 
     from cft.io import read_json
     from cft.paths import RunPaths
     from cft.validation import ConfigError
 
-    matches = sorted(p for p in glob.glob(pattern) if Path(p).is_dir())
+    words = spec.split()
+    if len(words) == 1 and "=" not in words[0]:
+        candidates, wanted = [Path(words[0]).expanduser()], {}
+    else:
+        if not words or "=" in words[0] or not all("=" in w for w in words[1:]):
+            raise ConfigError(f"model.from_run={spec!r}: give a run directory or 'SWEEP key=value ...'")
+        sweep = Path(output_root or ".") / "multirun" / words[0]
+        wanted = dict(w.split("=", 1) for w in words[1:])
+        candidates = sorted(c.parent for c in sweep.glob("**/config.yaml") if (c.parent / "run_info.json").exists())
+    matches = []
+    for run in candidates:
+        if not wanted:
+            matches += [run] if run.is_dir() else []
+            continue
+        cfg = OmegaConf.load(run / "config.yaml")
+        values = {k: OmegaConf.select(cfg, f"{k}.name" if k in GROUPS else k, default=None) for k in wanted}
+        if all(str(values[k]) == v for k, v in wanted.items()):
+            matches.append(run)
     if len(matches) != 1:
-        found = "nothing" if not matches else f"{len(matches)} directories: {', '.join(matches[:4])}"
-        raise ConfigError(f"model.from_run={pattern!r} must name exactly one run directory; it matches {found} "
-                          f"(run that table's command first, or give the run directory)")
+        found = "no run" if not matches else f"{len(matches)} runs: {', '.join(map(str, matches[:4]))}"
+        raise ConfigError(f"model.from_run={spec!r} must name exactly one finished run; found {found} "
+                          f"(run that table's command first)")
     paths = RunPaths.of(matches[0])
     if paths.selection.exists():
         best = Path(read_json(paths.selection)["best"]["path"])
@@ -70,15 +92,18 @@ def run_weights(pattern: str) -> Path:
             return best
     if (paths.final_model / "config.json").exists():
         return paths.final_model
-    raise ConfigError(f"model.from_run={pattern!r}: {paths.root} has no trained weights "
+    raise ConfigError(f"model.from_run={spec!r}: {paths.root} has no trained weights "
                       f"({paths.final_model} is missing: its train stage has not finished)")
 
 
+# `model.from_run` keys that name a config group's choice (compared with `<group>.name`).
+GROUPS = ("model", "method", "dataset", "teacher")
+
+
 def model_source(model_cfg, cache: str) -> str:
-    """Where the base weights live: another run's (model.from_run), the HF id / local path, or
-    the cached tiny build."""
-    if model_cfg.get("from_run"):
-        return str(run_weights(model_cfg.from_run))
+    """Where the base weights live: the HF id / local path (another run's weights when
+    model.from_run named them: cft.pipeline.run resolves it into model.path), or the cached tiny
+    build."""
     if model_cfg.init == "random":
         from omegaconf import OmegaConf
 

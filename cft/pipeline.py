@@ -43,7 +43,7 @@ DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
     "train": ["model", "method", "seed", "deepspeed", "peft"],
-    "eval": ["eval", "model.eval_template", "model.path", "model.from_run", "model.train_template", "vllm.dtype",
+    "eval": ["eval", "model.eval_template", "model.path", "model.train_template", "vllm.dtype",
              "vllm.max_model_len", "vllm.seed"],
     "report": [],
 }
@@ -67,6 +67,20 @@ def check_inputs(cfg: DictConfig, paths: RunPaths, stage: str) -> None:
     if needs and needs not in cfg.stages and not paths.stage_done(needs).exists():
         raise RuntimeError(f"stage {stage} needs the outputs of stage {needs!r}, which {paths.root} "
                            f"does not have: add it, e.g. stages=[{needs},{stage}]")
+
+
+def resolve_from_run(cfg: DictConfig) -> None:
+    """model.from_run -> model.path (and init pretrained): the weights that run reports, found
+    now, so config.yaml records both the reference and the directory it resolved to, and the
+    eval stage re-runs when that run's reported weights change (model.path is in its DEPENDS)."""
+    from omegaconf import open_dict
+
+    from cft.models import run_weights
+
+    weights = run_weights(cfg.model.from_run, cfg.paths.output_root)
+    with open_dict(cfg):
+        cfg.model.path, cfg.model.init = str(weights), "pretrained"
+    print(f"[cft] model.from_run {cfg.model.from_run!r}: {weights}", flush=True)
 
 
 def check_packages(cfg: DictConfig) -> None:
@@ -294,10 +308,8 @@ def run(cfg: DictConfig) -> dict:
     world_size = distributed.world_size()
     base_model_only(cfg)  # method=base: eval and report only
     validate(cfg, world_size=world_size)
-    if cfg.model.get("from_run"):  # another run's weights: they exist before any work, or say why
-        from cft.models import run_weights
-
-        print(f"[cft] model.from_run: {run_weights(cfg.model.from_run)}", flush=True)
+    if cfg.model.get("from_run"):  # another run's weights: found before any work, or say why
+        resolve_from_run(cfg)
     check_packages(cfg)
     if cfg.check_resources:  # before any work: a 7B full fine-tune on one GPU stops here, not at train
         from cft.plan import check_fits

@@ -3,6 +3,7 @@
 requests for the fake OpenAI servers, and check that no file holds a secret."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -84,3 +85,32 @@ def assert_no_secret(root: Path, *secrets: str) -> int:
         data = path.read_bytes()
         assert not any(s.encode() in data for s in secrets), path
     return len(files)
+
+
+def user_benchmarks(directory: Path) -> dict[str, Path]:
+    """Copies of the benchmarks that do not ship (GPQA is gated, MMLU-Pro large), a few made-up
+    rows in their official layouts (GPQA Diamond's csv columns, MMLU-Pro's rows as JSON lines), for
+    tests that run a table evaluating them: {"gpqa": path, "mmlu_pro": path}."""
+    import csv
+
+    directory.mkdir(parents=True, exist_ok=True)
+    gpqa, mmlu = directory / "gpqa_diamond.csv", directory / "mmlu_pro_test.jsonl"
+    header = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"]
+    with open(gpqa, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerow(["Which particle mediates the electromagnetic force?", "Photon", "Gluon", "W boson", "Graviton"])
+        writer.writerow(["What is the spin of an electron?", "1/2", "1", "0", "3/2"])
+    rows = [{"question_id": 70, "question": "Find the characteristic of the ring 2Z.",
+             "options": ["0", "30", "3", "10", "12", "50", "2", "100", "20", "5"], "answer": "A",
+             "answer_index": 0, "cot_content": "", "category": "math", "src": "cot_lib-abstract_algebra"}]
+    mmlu.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"gpqa": gpqa, "mmlu_pro": mmlu}
+
+
+def bind_user_benchmarks(benchmarks, files: dict[str, Path]) -> str:
+    """The `eval.benchmarks=[...]` override naming `files` for the entries that do not ship."""
+    from cft.benchmarks import get_benchmark
+
+    names = [get_benchmark(b).name for b in benchmarks]
+    return "eval.benchmarks=[" + ",".join(f"{n}:{files[n]}" if n in files else n for n in names) + "]"

@@ -13,14 +13,18 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from cft.benchmarks import PAPER_BENCHMARKS
+from cft.benchmarks import get_benchmark
 from cft.config import compose_config
+from cft.report.paper import load as paper_table
 from cft.validation import validate
-from helpers import ROOT, cli
+from helpers import ROOT, bind_user_benchmarks, cli, user_benchmarks
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-PAPER_GRIDS = {"main-table": 27, "main-table-sft-gpt4o": 3, "dataset-ablation": 6, "noisy-source-ablation": 2,
-               "teacher-ablation": 2, "qwen32b-4k": 1, "champ-noisy-models": 8}
+# Jobs per grid: the paper's tables (v4 numbering; v2-* are tables of earlier versions) and the CPU grid.
+PAPER_GRIDS = {"table2": 36, "table2-sft-gpt4o": 3, "table3": 5, "table4": 1, "table5": 4, "table6": 1,
+               "table7": 1, "v2-table4": 2, "v2-figure2": 2, "champ-noisy-models": 8}
+# Groups whose files write elsewhere (`# @package _global_`): no `<group>.name` to compare.
+GLOBAL_GROUPS = ("weights", "+experiment/")
 
 
 def grid_cells(experiment: str) -> list[list[str]]:
@@ -41,25 +45,36 @@ def test_every_paper_grid_has_a_recipe():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_cell_composes_and_validates(compose, experiment):
+def test_every_cell_composes_and_validates(compose, experiment, tmp_path):
     # CPU-sized grids go to CPU nodes; the GPU check is one command on one node, not a sweep.
-    cluster = {"champ-noisy-models": "slurm-cpu", "gpu-check": "local"}.get(experiment, "slurm")
+    cluster = {"champ-noisy-models": "slurm-cpu", "one-shot-cft-cpu": "slurm-cpu",
+               "gpu-check": "local"}.get(experiment, "slurm")
     parser = OverridesParser.create()
     run_names = set()
+    files = user_benchmarks(tmp_path / "user-benchmarks")  # GPQA, MMLU-Pro: a user's copies
     for cell in grid_cells(experiment):
         cfg = compose([f"+experiment={experiment}", f"cluster={cluster}", *cell])
+        if {"gpqa", "mmlu_pro"} & {get_benchmark(b).name for b in cfg.eval.benchmarks}:
+            cfg = compose([f"+experiment={experiment}", f"cluster={cluster}", *cell,
+                           bind_user_benchmarks(cfg.eval.benchmarks, files)])
         for override in parser.parse_overrides(cell):  # the swept value really reached the config
             key = override.get_key_element()
+            if key.startswith(GLOBAL_GROUPS):
+                continue
             group = "." not in key and OmegaConf.is_dict(cfg.get(key))  # `model=...`, not `seed=...`
             got = OmegaConf.select(cfg, f"{key}.name" if group else key)
             got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
             assert got == override.value(), (key, got)
         world = max(1, cfg.cluster.gpus_per_node) * cfg.cluster.nodes
         validate(cfg, world_size=world)  # the global batch splits over the cluster's GPUs
-        if cluster == "slurm":  # the paper's protocol: six benchmarks, vLLM, best ckpt on held-out MATH
-            assert list(cfg.eval.benchmarks) == PAPER_BENCHMARKS
+        if "eval" in cfg.stages and experiment.startswith(("table", "v2-")):
+            # the paper's protocol: vLLM, best weights on held-out MATH, saved every 2 (or 10) steps
             assert (cfg.eval.backend, cfg.eval.select_benchmark) == ("vllm", "math-validation")
-            assert cfg.eval.select_checkpoint is (experiment != "qwen32b-4k")  # 32B: disk, see the yaml
+            assert cfg.eval.select_checkpoint and cfg.method.snapshot_steps in (2, 10), experiment
+        if cfg.report.paper:  # the paper's columns are the ones evaluated: MATH where it reports MATH
+            columns = [get_benchmark(b).name for b in cfg.eval.benchmarks]
+            paper = [get_benchmark(c).name for c in paper_table(cfg.report.paper).columns]
+            assert [c for c in paper if c not in columns] == [], experiment
         run_names.add((cfg.run_name, tuple(cell)))
     assert len(run_names) == len(grid_cells(experiment))
 
