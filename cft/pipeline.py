@@ -36,6 +36,7 @@ from cft.paths import RunPaths
 from cft.store import damage, manifest, note_holder, take_lock
 from cft.tracking import track
 from cft.validation import ConfigError, validate
+from cft.report.callback import check_settings as check_report_settings
 
 
 # Config sections each stage's output depends on (besides the previous stage's output).
@@ -308,6 +309,7 @@ def run(cfg: DictConfig) -> dict:
     world_size = distributed.world_size()
     base_model_only(cfg)  # method=base: eval and report only
     validate(cfg, world_size=world_size)
+    check_report_settings(cfg.report)  # report.paper/.columns: a sweep's table fails now, not after it
     if cfg.model.get("from_run"):  # another run's weights: found before any work, or say why
         resolve_from_run(cfg)
     check_packages(cfg)
