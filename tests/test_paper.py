@@ -3,6 +3,7 @@ our configs can make."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import tomllib
 from pathlib import Path
 
@@ -23,15 +24,21 @@ def _rows():
     return [(t, r) for t in TABLES.values() for r in t.rows]
 
 
+@functools.lru_cache(maxsize=None)
 def _names(group: str) -> set[str]:
-    """The `name:` of every option of a config group (model files keep theirs under `model:`)."""
+    """The `name:` of every option of a config group (model files keep theirs under `model:`),
+    and the names experiments give it (`method: {name: cft+acemath-mix}`)."""
     names = set()
-    for path in (CONF / group).glob("*.yaml"):
+    for path in [*(CONF / group).glob("*.yaml"), *(CONF / "experiment").rglob("*.yaml")]:
         data = yaml.safe_load(path.read_text()) or {}
-        names.add(data.get("name") or (data.get(group) or {}).get("name"))
+        if path.parent.name == group:
+            names.add(data.get("name"))
+        section = data.get(group)
+        names.add(section.get("name") if isinstance(section, dict) else None)
     return names - {None}
 
 
+@functools.lru_cache(maxsize=None)
 def _schema_has(key: str) -> bool:
     """A dotted key is a field of the typed config (cft/config.py)."""
     parent, _, leaf = key.rpartition(".")
