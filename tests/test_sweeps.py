@@ -117,3 +117,9 @@ def test_job_dirs_are_stable_and_collision_free(tmp_path):
         overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
         assert "stages=[]" in overrides and any(o.startswith("method=") for o in overrides)
         assert d.name.split("_", 1)[0].isdigit()
+    # The sweep's table, written by the --multirun itself (cft.report.callback): no stage ran, so
+    # every job is a failed row that says why, not a missing one.
+    for sweep_dir in {d.parent for d in dirs}:
+        table = (sweep_dir / "report" / "results_table.md").read_text()
+        jobs = [d for d in dirs if d.parent == sweep_dir]
+        assert all(f"{d.name}/results.json: missing" in table for d in jobs), table
