@@ -31,21 +31,29 @@ def _released_rows(n: int) -> list[dict]:
     return rows
 
 
-def _build(cfg, tokenizer, rows, tmp_path, workers=1):
+def _odd_rows() -> list[dict]:
+    """Rows a batch encoder could get wrong: an empty target, non-ASCII text (accents, CJK,
+    emoji, a combining mark, a right-to-left script), whitespace runs and special-token text."""
+    odd = ["", "é 中文 🤔 e\u0301 مرحبا", "  \n\n\t tabs   and  spaces  ", "<|im_end|> inside <|im_start|>text"]
+    return [{"id": f"odd-{i}", "question": q or "?", "noisy_response": q, "critique": c, "extra": {}}
+            for i, (q, c) in enumerate((q, c) for q in odd for c in odd)]
+
+
+def _build(cfg, tokenizer, rows, tmp_path):
     examples = [example(r, "critique") for r in rows]
     folder = tmp_path / "tokenized"
-    meta = tokenized.build(cfg, folder, tokenizer, iter(examples), "k", workers=workers)
+    meta = tokenized.build(cfg, folder, tokenizer, iter(examples), "k")
     return examples, tokenized.load(folder), meta
 
 
-@pytest.mark.parametrize("rows,cutoff,workers", [
-    ("champ", 1024, 1),      # the default run's rows: CHAMP records + reference-teacher critiques
-    ("released", 512, 2),    # WebInstruct-CFT's layout, both infer_seqlen branches, 2 workers
+@pytest.mark.parametrize("rows,cutoff", [
+    ("champ", 1024),      # the default run's rows: CHAMP records + reference-teacher critiques
+    ("released", 512),    # WebInstruct-CFT's layout, both infer_seqlen branches
 ])
-def test_tokenized_dataset_is_the_per_example_tokenization(compose, tiny_tokenizer, tmp_path, rows, cutoff, workers):
-    rows = [dict(r) for r in _champ_cft_rows()] if rows == "champ" else [released_row(), *_released_rows(300)]
+def test_tokenized_dataset_is_the_per_example_tokenization(compose, tiny_tokenizer, tmp_path, rows, cutoff):
+    rows = [dict(r) for r in _champ_cft_rows()] if rows == "champ" else [released_row(), *_odd_rows(), *_released_rows(300)]
     cfg = compose(["model=tiny", f"method.cutoff_len={cutoff}"])
-    examples, data, meta = _build(cfg, tiny_tokenizer, rows, tmp_path, workers)
+    examples, data, meta = _build(cfg, tiny_tokenizer, rows, tmp_path)
     want = [tokenize(ex, tiny_tokenizer, "qwen", cutoff) for ex in examples]
     assert len(data) == len(want) == meta["n_examples"]
     assert [data[i] for i in range(len(data))] == [{"input_ids": w["input_ids"], "labels": w["labels"]} for w in want]
@@ -54,6 +62,40 @@ def test_tokenized_dataset_is_the_per_example_tokenization(compose, tiny_tokeniz
     if cutoff == 512:  # long rows: both branches of the proportional cut are exercised
         assert 0 < meta["n_truncated"] < len(want)
     assert read_jsonl(tmp_path / "tokenized" / "examples.jsonl") == examples
+
+
+def test_the_batch_encoder_gives_the_tokenizer_calls_ids(tiny_tokenizer):
+    """tokenize_batch's encoder (the Rust backend's encode_batch_fast, called directly) gives
+    what `tokenizer(texts, add_special_tokens=False)` gives, whatever an earlier call left set on
+    the shared backend; a tokenizer class with its own call path keeps it."""
+    from cft.train.format import batch_encoder
+
+    texts = [t for row in _odd_rows() for t in (row["critique"], row["noisy_response"])] + [
+        row["extra"]["input"] for row in _released_rows(20)]
+
+    def want():
+        return tiny_tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    assert batch_encoder(tiny_tokenizer)(texts) == want()
+    tiny_tokenizer(texts[-1], truncation=True, max_length=5, padding="max_length")  # leaves the backend truncating
+    assert tiny_tokenizer.backend_tokenizer.truncation is not None
+    assert batch_encoder(tiny_tokenizer)(texts) == want()
+    tiny_tokenizer.split_special_tokens = True  # "<|im_end|>" in text is then plain text
+    try:
+        assert batch_encoder(tiny_tokenizer)(texts) == want() != tiny_tokenizer(
+            texts, add_special_tokens=False, split_special_tokens=False)["input_ids"]
+    finally:
+        tiny_tokenizer.split_special_tokens = False
+        tiny_tokenizer.backend_tokenizer.encode_special_tokens = False
+
+    class OwnCall(tiny_tokenizer.__class__):
+        def _encode_plus(self, *args, **kwargs):
+            out = super()._encode_plus(*args, **kwargs)
+            out["input_ids"] = [[7, *ids] for ids in out["input_ids"]]
+            return out
+
+    own = OwnCall(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token=tiny_tokenizer.eos_token)
+    assert batch_encoder(own)(texts[:3]) == [[7, *ids] for ids in want()[:3]]
 
 
 def test_bos_template_tokenizes_as_per_example(compose, tiny_tokenizer, tmp_path):
@@ -107,7 +149,7 @@ def test_a_rerun_that_changes_only_max_steps_reuses_the_tokenized_data(compose, 
     paths = RunPaths.of(run)
     write_jsonl(paths.critiques, [dict(r) for r in _champ_cft_rows()[:30]])
     data, meta = _prepare(train_cfg(compose, run, "method.max_steps=1"), tiny_tokenizer)
-    assert "tokenizing 30 examples once" in capsys.readouterr().out
+    assert "tokenized 30 examples" in capsys.readouterr().out
     # train/examples.jsonl: what the train stage always wrote, now a link to the tokenized folder's
     assert read_jsonl(paths.train_examples) == [example(r, "critique") for r in _champ_cft_rows()[:30]]
     first = next(paths.tokenized_dir.iterdir())

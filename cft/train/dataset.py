@@ -3,11 +3,15 @@ memory-mapped Arrow dataset in the run directory that every rank reads.
 
 Before (issue #24), every rank tokenized every example one by one into Python lists, on every
 run and requeue: 120K WebInstruct-CFT rows took minutes and GBs per rank. Now the main process
-(rank 0) streams the examples to `train/tokenized/<key>/examples.jsonl`, tokenizes them with
-`datasets.map` (batched: `tokenize_batch`; one worker per CPU core it may use) and saves the
-result as Arrow files; the other ranks wait for its marker (meta.json, written last), and
-every rank opens them memory-mapped: a rank holds the batches it reads, not
-the dataset. LLaMA-Factory and TRL do the same (datasets.map on the main process first).
+(rank 0) makes one pass over the examples: it streams them to
+`train/tokenized/<key>/examples.jsonl` and, 2,000 at a time, encodes them with the tokenizer's
+Rust backend (`tokenize_batch`: one call per batch, spread over the cores by the Rust threads)
+and appends the int32 ids to one Arrow stream file, data/tokens.arrow. The other ranks wait for
+its marker (meta.json, written last), and every rank opens the file memory-mapped
+(`datasets.Dataset.from_file`): a rank holds the batches it reads, not the dataset.
+LLaMA-Factory and TRL also tokenize once on the main process (with datasets.map, whose
+JSON -> Arrow -> map -> save writes the data several times and runs the tokenizer's Python
+__call__ per batch; writing the stream once is what we measured faster, bench/data_scale.py).
 
 The key is everything the token ids depend on: the content of the files the examples come
 from, the method's data fields (all of `method` but the optimisation and schedule fields), the
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -39,9 +44,9 @@ from cft.train.format import masked_labels, tokenize_batch
 FORMAT_VERSION = 1
 # method fields that shape the optimisation, not the examples: changing them keeps the data.
 TRAINING_ONLY = ("name", "lr", "scheduler", "warmup_ratio", "weight_decay", "global_batch_size", "epochs",
-                 "max_steps", "bf16", "max_grad_norm", "save_steps", "save_total_limit")
-ROWS_PER_WORKER = 5_000  # below this a tokenization worker costs more to start than it saves
-MAX_WORKERS = 32
+                 "max_steps", "bf16", "max_grad_norm", "save_steps", "save_total_limit",
+                 "snapshot_steps")
+BATCH_SIZE = 2_000  # examples per encoder call: enough for the Rust threads, a few MB of ids
 
 
 def prepare(cfg, paths: RunPaths, tokenizer, examples: Callable[[], Iterable[dict]],
@@ -82,7 +87,9 @@ def in_memory(cfg, paths: RunPaths, tokenizer, examples: Callable[[], Iterable[d
     paths.train_examples.parent.mkdir(parents=True, exist_ok=True)
     target = paths.train_examples if distributed.is_main() else Path(os.devnull)
     rows = list(examples())
-    meta = _write_examples(rows, target)
+    with _ExamplesFile(target) as text:
+        text.write(rows)
+    meta = text.summary()
     features = [tokenize(ex, tokenizer, cfg.model.train_template, int(cfg.method.cutoff_len)) for ex in rows]
     meta["n_truncated"] = sum(f.pop("truncated") for f in features)
     return features, meta
@@ -129,54 +136,68 @@ def _complete(marker: Path, key: str) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("fingerprint") == key else None
 
 
-def build(cfg, folder: Path, tokenizer, examples: Iterable[dict], key: str, workers: int | None = None) -> dict:
+def build(cfg, folder: Path, tokenizer, examples: Iterable[dict], key: str) -> dict:
     """Write `folder`: examples.jsonl, data/ (the tokenized Arrow dataset) and meta.json. Built
     in a temp folder renamed into place, so `folder` is complete or absent; a failure (e.g. a
     mix the data cannot fill, raised while the examples stream) leaves no temp folder behind."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     try:
-        return _build(cfg, folder, tmp, tokenizer, examples, key, workers)
+        return _build(cfg, folder, tmp, tokenizer, examples, key)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _build(cfg, folder: Path, tmp: Path, tokenizer, examples: Iterable[dict], key: str, workers: int | None) -> dict:
-    datasets = _datasets()
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    t0, cpu0 = time.time(), _cpu_s()
-    meta = {"fingerprint": key, **_write_examples(examples, tmp / "examples.jsonl")}
-    t1, cpu1 = time.time(), _cpu_s()
-    workers = workers or num_workers(meta["n_examples"])
-    print(f"[cft] train: tokenizing {meta['n_examples']} examples once, {workers} worker(s) ({folder})",
-          flush=True)
-    text = datasets.Dataset.from_generator(_read_examples, gen_kwargs={"path": str(tmp / "examples.jsonl")},
-                                           features=_text_features(), cache_dir=str(tmp / "cache"))
-    # Each worker writes its contiguous shard straight into data/ (tokens[_0000k_of_0000n].arrow):
-    # no copy, and load() reads the shards in name order, which is the examples' order.
-    (tmp / "data").mkdir()
-    text.map(_tokenize_rows, batched=True, batch_size=1000, num_proc=workers if workers > 1 else None,
-             remove_columns=text.column_names, features=_token_features(),
-             fn_kwargs={"tokenizer": tokenizer, "template": cfg.model.train_template,
-                        "cutoff_len": int(cfg.method.cutoff_len)},
-             cache_file_name=str(tmp / "data" / "tokens.arrow"), load_from_cache_file=False,
-             new_fingerprint=key, desc="[cft] train: tokenizing")
-    import pyarrow.compute as pc
+def _build(cfg, folder: Path, tmp: Path, tokenizer, examples: Iterable[dict], key: str) -> dict:
+    _datasets()  # the reader (load) needs it: say so before any work
+    import pyarrow as pa
 
-    table = _shards(tmp).data
-    meta.update(n_truncated=int(pc.sum(table.column("truncated")).as_py() or 0),
-                n_tokens=int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0),
-                tokenized_by={"rank": distributed.rank(), "world_size": distributed.world_size()},
-                workers=workers, seconds={"examples": round(t1 - t0, 2), "tokenize": round(time.time() - t1, 2)},
-                cpu_seconds={"examples": round(cpu1 - cpu0, 2), "tokenize": round(_cpu_s() - cpu1, 2)})
-    del text, table
-    shutil.rmtree(tmp / "cache")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    threads, schema = encoder_threads(), _arrow_schema()
+    print(f"[cft] train: tokenizing the examples once, {threads} thread(s) ({folder})", flush=True)
+    t0, cpu0 = time.time(), _cpu_s()
+    template, cutoff_len = cfg.model.train_template, int(cfg.method.cutoff_len)
+    n_tokens = n_truncated = 0
+    with _ExamplesFile(tmp / "examples.jsonl") as text, pa.OSFile(str(tmp / "data" / "tokens.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, schema) as arrow:
+        for batch in _batches(examples, BATCH_SIZE):
+            text.write(batch)
+            cols = tokenize_batch([ex["prompt"] for ex in batch], [ex["target"] for ex in batch],
+                                  tokenizer, template, cutoff_len)
+            arrow.write_batch(_record_batch(cols, schema))
+            n_tokens += sum(map(len, cols["input_ids"]))
+            n_truncated += sum(cols["truncated"])
+    meta = {"fingerprint": key, **text.summary(), "n_truncated": n_truncated, "n_tokens": n_tokens,
+            "tokenized_by": {"rank": distributed.rank(), "world_size": distributed.world_size()},
+            "workers": threads, "seconds": {"tokenize": round(time.time() - t0, 2)},
+            "cpu_seconds": {"tokenize": round(_cpu_s() - cpu0, 2)}}
     write_json(tmp / "meta.json", meta)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     print(f"[cft] train: tokenized {meta['n_examples']} examples ({meta['n_tokens']} tokens, "
           f"{meta['n_truncated']} truncated) in {meta['seconds']['tokenize']}s", flush=True)
     return meta
+
+
+def _record_batch(cols: dict, schema):
+    """One Arrow record batch of tokenize_batch's columns: the ids flattened once into an int32
+    buffer with list offsets (half the bytes of int64, and no per-row Python objects in Arrow)."""
+    import numpy as np
+    import pyarrow as pa
+
+    lengths = np.fromiter(map(len, cols["input_ids"]), dtype=np.int32, count=len(cols["input_ids"]))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(cols["input_ids"]), dtype=np.int32, count=int(offsets[-1]))
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+    return pa.record_batch([ids, pa.array(cols["prompt_len"], pa.int32()), pa.array(cols["truncated"], pa.bool_())],
+                           schema=schema)
+
+
+def _batches(items: Iterable[dict], size: int):
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def load(folder: Path):
@@ -190,10 +211,13 @@ def _shards(folder: Path):
     return shards[0] if len(shards) == 1 else datasets.concatenate_datasets(shards)
 
 
-def num_workers(n_examples: int) -> int:
-    """Tokenization processes: one per CPU core this process may use, fewer for small data."""
+def encoder_threads() -> int:
+    """Threads the Rust encoder spreads a batch over: every core this process may use, unless
+    TOKENIZERS_PARALLELISM turns it off (tokenizers' own switch) or RAYON_NUM_THREADS sets it."""
+    if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("0", "false", "off", "no"):
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, n_examples // ROWS_PER_WORKER, MAX_WORKERS))
+    return int(os.environ.get("RAYON_NUM_THREADS") or 0) or cores
 
 
 def _cpu_s() -> float:
@@ -204,32 +228,33 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _write_examples(examples: Iterable[dict], path: Path) -> dict:
-    """Stream the examples to `path` (train/examples.jsonl's format); their count, SFT share,
-    polarity counts and the file's sha256 (what a checkpoint's resume key depends on)."""
-    digest, n, n_sft, polarity = hashlib.sha256(), 0, 0, Counter()
-    with open(path, "w", encoding="utf-8") as f:
+class _ExamplesFile:
+    """train/examples.jsonl written as the examples stream by: their count, SFT share, polarity
+    counts and the file's sha256 (what a checkpoint's resume key depends on)."""
+
+    def __init__(self, path: Path):
+        self.path, self.digest, self.n, self.n_sft, self.polarity = path, hashlib.sha256(), 0, 0, Counter()
+
+    def __enter__(self):
+        self.file = open(self.path, "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, examples: Iterable[dict]) -> None:
         for ex in examples:
             line = json.dumps(ex, ensure_ascii=False) + "\n"
-            f.write(line)
-            digest.update(line.encode())
-            n += 1
-            n_sft += str(ex["id"]).startswith("sft:")
+            self.file.write(line)
+            self.digest.update(line.encode())
+            self.n += 1
+            self.n_sft += str(ex["id"]).startswith("sft:")
             if "polarity" in ex:
-                polarity[ex["polarity"]] += 1
-    return {"n_examples": n, "n_sft_mixed": n_sft, "polarity": dict(polarity),
-            "examples_sha256": digest.hexdigest()}
+                self.polarity[ex["polarity"]] += 1
 
-
-def _read_examples(path: str):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            ex = json.loads(line)
-            yield {"prompt": ex["prompt"], "target": ex["target"]}
-
-
-def _tokenize_rows(batch: dict, tokenizer, template: str, cutoff_len: int) -> dict:
-    return tokenize_batch(batch["prompt"], batch["target"], tokenizer, template, cutoff_len)
+    def summary(self) -> dict:
+        return {"n_examples": self.n, "n_sft_mixed": self.n_sft, "polarity": dict(self.polarity),
+                "examples_sha256": self.digest.hexdigest()}
 
 
 def _with_labels(batch: dict) -> dict:
@@ -250,20 +275,10 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _text_features():
-    from datasets import Features, Value
+def _arrow_schema():
+    import pyarrow as pa
 
-    return Features({"prompt": Value("string"), "target": Value("string")})
-
-
-def _token_features():
-    from datasets import Features, Value
-
-    try:
-        from datasets import List  # datasets >= 4
-    except ImportError:
-        from datasets import Sequence as List
-    return Features({"input_ids": List(Value("int32")), "prompt_len": Value("int32"), "truncated": Value("bool")})
+    return pa.schema([("input_ids", pa.list_(pa.int32())), ("prompt_len", pa.int32()), ("truncated", pa.bool_())])
 
 
 def _datasets():

@@ -99,20 +99,67 @@ def tokenize(ex: dict, tokenizer, template: str, cutoff_len: int) -> dict:
 
 def tokenize_batch(prompts: list[str], targets: list[str], tokenizer, template: str, cutoff_len: int) -> dict:
     """`tokenize` over many examples, as columns: input_ids, prompt_len (the labels are
-    masked_labels(input_ids, prompt_len)) and truncated. Two tokenizer calls per batch (all user
-    turns, all targets: a fast tokenizer encodes a list in one Rust call) instead of three per
-    example, and the constant [BOS] + system ids computed once. Each segment is still tokenized
-    on its own, so the ids are tokenize()'s (tests/test_tokenized.py compares them)."""
+    masked_labels(input_ids, prompt_len)) and truncated. Two encoder calls per batch (all user
+    turns, all targets) instead of three tokenizer calls per example, and the constant
+    [BOS] + system ids computed once. Each segment is still tokenized on its own, so the ids are
+    tokenize()'s (tests/test_tokenized.py compares them)."""
     t = get_template(template)
     prefix = [tokenizer.bos_token_id] if t.bos and tokenizer.bos_token_id is not None else []
     if t.system:
         prefix += tokenizer(t.system, add_special_tokens=False)["input_ids"]
-    users = tokenizer([t.user.replace("{prompt}", p) for p in prompts], add_special_tokens=False)["input_ids"]
-    targets = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    encode = batch_encoder(tokenizer)
+    users = encode([t.user.replace("{prompt}", p) for p in prompts])
+    targets = encode(list(targets))
     out: dict[str, list] = {"input_ids": [], "prompt_len": [], "truncated": []}
+    eos_id = tokenizer.eos_token_id
     for user, target in zip(users, targets):
-        ids, n_prompt, truncated = _join(prefix + user, target, tokenizer.eos_token_id, cutoff_len)
+        ids, n_prompt, truncated = _join(prefix + user, target, eos_id, cutoff_len)
         out["input_ids"].append(ids)
         out["prompt_len"].append(n_prompt)
         out["truncated"].append(truncated)
     return out
+
+
+# What `tokenizer(texts, add_special_tokens=False)` runs on a fast tokenizer; a subclass that
+# overrides any of them (LayoutLM, LUKE, CodeLlama, ...) keeps its own __call__.
+_CALL_PATH = ("__call__", "_call_one", "encode_plus", "batch_encode_plus", "_encode_plus", "_batch_encode_plus",
+              "prepare_for_tokenization", "_convert_encoding")
+
+
+def batch_encoder(tokenizer):
+    """A function texts -> token-id lists equal to `tokenizer(texts, add_special_tokens=False)
+    ["input_ids"]`. For a fast tokenizer whose class keeps the library's call path, that call is
+    the Rust backend's `encode_batch` after transformers sets no truncation, no padding and
+    `encode_special_tokens = split_special_tokens` (TokenizersBackend._encode_plus in
+    transformers 5, _batch_encode_plus in 4); we make the same settings and call
+    `encode_batch_fast` (tokenizers >= 0.20: the same ids without char offsets), skipping the
+    per-call Python of __call__ and BatchEncoding. Anything else goes through __call__."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    base = _fast_base()
+    if backend is None or base is None or not isinstance(tokenizer, base) or any(
+            getattr(type(tokenizer), name, None) is not getattr(base, name, None) for name in _CALL_PATH):
+        return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
+    def fast(texts: list[str]) -> list[list[int]]:
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
+        split = bool(getattr(tokenizer, "split_special_tokens", False))
+        if backend.encode_special_tokens != split:
+            backend.encode_special_tokens = split
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+    return fast
+
+
+def _fast_base():
+    try:
+        from transformers import TokenizersBackend as base  # transformers >= 5
+    except ImportError:
+        try:
+            from transformers import PreTrainedTokenizerFast as base
+        except ImportError:
+            return None
+    return base
