@@ -21,7 +21,9 @@ class PromptTemplate:
     def messages(self, question: str, response: str | None = None) -> list[dict[str, str]]:
         # str.replace, not format: questions and responses are full of braces.
         user = self.user.replace("{question}", question).replace("{response}", response or "")
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        # An empty system prompt sends no system turn (One-Shot CFT's prompt is one user turn).
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + [{"role": "user", "content": user}]
 
 
 def load_prompt(name: str, prompts_dir: Path = PROMPTS_DIR) -> PromptTemplate:

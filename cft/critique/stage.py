@@ -118,15 +118,50 @@ def _released(records: list[dict]) -> list[dict]:
     return results
 
 
-def apply_filters(rows: list[dict], cfg, seed: int) -> list[dict]:
+def apply_filters(rows: list[dict], cfg, seed: int, dropped: dict | None = None) -> list[dict]:
+    """The teacher config's filters over parsed critiques, in order: keep, drop_disagreements,
+    balance_verdicts, max_critiques. `dropped` (if given) receives how many each one removed."""
+    dropped = {} if dropped is None else dropped
+
+    def drop(name: str, kept: list[dict], before: int) -> list[dict]:
+        if before - len(kept):
+            dropped[name] = before - len(kept)
+        return kept
+
+    if getattr(cfg, "keep", "all") == "verdict_matches_reference":
+        undecided = sum(r.get("agrees_with_reference") is None for r in rows)
+        if undecided:
+            dropped["keep:undecided"] = undecided
+        rows = drop("keep:verdict_mismatch", [r for r in rows if r.get("agrees_with_reference") is True],
+                    len(rows) - undecided)
     if cfg.drop_disagreements:
-        rows = [r for r in rows if r.get("agrees_with_reference") is not False]
+        rows = drop("drop_disagreements", [r for r in rows if r.get("agrees_with_reference") is not False], len(rows))
     if cfg.balance_verdicts:
         by = {v: [r for r in rows if r["teacher_verdict"] == v] for v in ("right", "wrong")}
         n = min(len(v) for v in by.values())
         rng = random.Random(seed)
-        rows = [r for v in by.values() for r in rng.sample(v, n)]
+        rows = drop("balance_verdicts", [r for v in by.values() for r in rng.sample(v, n)], len(rows))
+    if getattr(cfg, "max_critiques", None) is not None and len(rows) > cfg.max_critiques:
+        rows = drop("max_critiques", trim_length_extremes(rows, cfg.max_critiques), len(rows))
     return rows
+
+
+def example_length(row: dict) -> int:
+    """Characters of the training example a critique row becomes (problem, response, critique)."""
+    return sum(len(row.get(k) or "") for k in ("question", "noisy_response", "critique"))
+
+
+def trim_length_extremes(rows: list[dict], cap: int) -> list[dict]:
+    """`cap` rows, reached by dropping the longest and the shortest examples in turn (the longest
+    first), the rest kept in their order: One-Shot CFT's "subsample to 600 critiques per seed by
+    removing the longest and shortest samples" (arXiv 2506.03295, A.3). Length is counted in
+    characters, not in a tokenizer's tokens, so the critique stage needs no model; ties go by id
+    and teacher so the choice is deterministic."""
+    order = sorted(range(len(rows)), key=lambda i: (example_length(rows[i]), rows[i]["id"], rows[i].get("teacher", "")))
+    excess = len(rows) - cap
+    n_long, n_short = (excess + 1) // 2, excess // 2
+    keep = set(order[n_short: len(order) - n_long])
+    return [r for i, r in enumerate(rows) if i in keep]
 
 
 def run(cfg, paths: RunPaths) -> dict:
@@ -181,12 +216,15 @@ def run(cfg, paths: RunPaths) -> dict:
 
     checked = [r for r in kept if r.get("agrees_with_reference") is not None]
     agreement = (sum(r["agrees_with_reference"] for r in checked) / len(checked)) if checked else None
-    kept = apply_filters(kept, cfg.teacher, cfg.seed) if target == "critique" else kept
+    filtered: dict = {}
+    kept = apply_filters(kept, cfg.teacher, cfg.seed, filtered) if target == "critique" else kept
     write_jsonl(paths.rejects, rejects)
     write_jsonl(paths.critiques, kept)
     summary = {
         "teacher": OmegaConf.to_container(cfg.teacher, resolve=True) if OmegaConf.is_config(cfg.teacher) else dict(cfg.teacher),
         "n_records": len(records), "n_kept": len(kept), "n_rejected": len(rejects),
+        # Parsed critiques that the teacher.* filters removed (not rejects: their text was fine).
+        "n_filtered": filtered,
         "reject_reasons": dict(Counter(_reason_kind(r["reason"]) for r in rejects)),
         "teacher_verdicts": dict(Counter(r.get("teacher_verdict") for r in kept)),
         "n_kept_without_verdict": sum(target == "critique" and r.get("teacher_verdict") is None for r in kept),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from cft.config import noisy_generators
 from cft.datasets import load_records
 from cft.io import write_json, write_jsonl
 from cft.paths import RunPaths
@@ -23,7 +24,8 @@ def run(cfg, paths: RunPaths) -> dict:
     if cfg.dataset.problems:  # One-Shot CFT: every response to these problems, nothing else
         wanted = set(cfg.dataset.problems)
         loaded = [r for r in loaded if r.id.split("|")[0] in wanted]
-    if cfg.dataset.noisy_generator:
+    generates = bool(noisy_generators(cfg.dataset))
+    if generates:
         from cft.data.generated import unique_questions
 
         loaded = unique_questions(loaded)
@@ -34,7 +36,7 @@ def run(cfg, paths: RunPaths) -> dict:
         # any generation, so a generator answers only the questions that are kept.
         random.Random(cfg.dataset.seed).shuffle(loaded)
         loaded = loaded[: cfg.dataset.limit]
-    if cfg.dataset.noisy_generator:
+    if generates:
         from cft.data.generated import generate_noisy_responses
 
         loaded = generate_noisy_responses(loaded, cfg.dataset, cfg.model, cfg.paths.cache, cfg.vllm)
