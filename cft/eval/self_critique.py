@@ -24,7 +24,8 @@ eval.max_new_tokens). The verdict is `cft.verdict.parse_verdict`'s, the parser o
 data: "right" stops the loop; "wrong" and a critique with no readable conclusion go on (in the
 paper only "Correct" stops it). The paper's single-pass variant (one generation that solves,
 critiques and corrects itself, prompted in a format the model was never trained on) is not
-implemented.
+implemented. Checkpoint selection (eval.select_checkpoint) scores direct answers, as the paper's
+selection of its CFT checkpoint did.
 
 Every attempt (solution, its grade, critique, verdict) is kept per problem in
 eval/<benchmark>.jsonl under `self_critique`; generations are stored as they finish in
@@ -40,6 +41,7 @@ from cft.io import read_json, read_jsonl, write_json, write_jsonl
 from cft.store import ResultStore
 from cft.templates import check_self_critique, cft_prompt, render
 from cft.verdict import parse_verdict
+
 
 def attempt_seed(seed: int, benchmark: str, idx, attempt: int, role: str) -> int:
     """The seed of one problem's attempt-th solution or critique, whatever else is generated with
