@@ -1,4 +1,4 @@
-"""Crash-safe, resumable full-state checkpoints on top of HF Trainer's.
+"""Crash-safe, resumable full-state checkpoints on top of HF Trainer's, and weights-only snapshots.
 
 The Trainer already saves everything a bit-exact resume needs into ``checkpoint-N``: model
 (safetensors), optimizer, scheduler, RNG state per rank, and ``trainer_state.json`` whose
@@ -33,6 +33,7 @@ from cft.io import read_json, write_json
 
 MARKER = "COMPLETE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+_SNAPSHOT = re.compile(r"^step-(\d+)$")
 
 
 def resume_key(cfg, examples: list[dict]) -> str:
@@ -41,7 +42,7 @@ def resume_key(cfg, examples: list[dict]) -> str:
     from omegaconf import OmegaConf
 
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    for k in ("save_steps", "save_total_limit"):
+    for k in ("save_steps", "save_total_limit", "snapshot_steps"):
         method.pop(k, None)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     for k in ("per_device_batch_size", "gradient_checkpointing", "packing", "attn_implementation"):
@@ -143,6 +144,103 @@ def completion_callback(key: str, keep: int, run_id: str | None = None):
             return control
 
     return CheckpointComplete()
+
+
+# ------------------------------------------------------------------ weights-only snapshots
+# The official run saved the model every 2 steps (LLaMA-Factory save_steps: 2, save_only_model:
+# true) and picked the best on MATH-500. A full-state checkpoint-N holds fp32 master weights and
+# optimizer moments too (~16 bytes a parameter); a snapshot holds only what generation loads
+# (2 bytes a parameter in bf16), so selection at that granularity costs a few weights on disk,
+# not 49 resumable states. Same crash rules as checkpoints: written under step-N.tmp, COMPLETE
+# written last, then renamed; only complete snapshots of this run's resume key are read.
+
+def snapshot_every(value, max_steps: int) -> int | None:
+    """Steps between snapshots for method.snapshot_steps=`value` in a run of `max_steps` optimizer
+    steps (a value < 1 is a share of them, rounded up as TrainingArguments rounds save_steps);
+    None when off."""
+    import math
+
+    if not value:
+        return None
+    return int(value) if value >= 1 else max(1, math.ceil(max_steps * value))
+
+
+def snapshot_steps(value, max_steps: int) -> list[int]:
+    """The steps a run of `max_steps` snapshots at: each multiple of the interval, and the last."""
+    every = snapshot_every(value, max_steps)
+    if every is None or max_steps < 1:
+        return []
+    return sorted({*range(every, max_steps + 1, every), max_steps})
+
+
+def snapshots(folder: Path, key: str | None = None) -> list[tuple[int, Path]]:
+    """(step, step-N directory) of the complete snapshots (of resume key `key`), oldest first."""
+    if not Path(folder).is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in Path(folder).iterdir()
+             if p.is_dir() and (m := _SNAPSHOT.match(p.name)) and is_complete(p, key)]
+    return sorted(found)
+
+
+def clean_snapshots(folder: Path, key: str) -> list[str]:
+    """Rank 0, before training: delete half-written snapshots (step-N.tmp, step-N.old, or no
+    COMPLETE marker), and move another config's aside (as `clean` does checkpoints), so the
+    eval stage never scores a snapshot this run did not write. Returns what went."""
+    folder = Path(folder)
+    gone = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not p.is_dir():
+            continue
+        if not _SNAPSHOT.match(p.name) or not is_complete(p):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(f"{p.name} (incomplete)")
+        elif not is_complete(p, key):
+            dest = folder.parent / "snapshots.discarded" / f"{p.name}.stale-config.{int(time.time())}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            gone.append(f"{p.name} (stale-config, moved to {dest.parent})")
+    return gone
+
+
+def snapshot_callback(folder: Path, value, key: str, write_weights, is_main: bool, announce=None):
+    """TrainerCallback that writes a snapshot at each step of snapshot_steps(value, max_steps):
+    `write_weights(tmp_dir)` is called on every rank (ZeRO-3 gathers the weights collectively);
+    the main process then adds COMPLETE and renames step-N.tmp to step-N. A step done again after
+    a requeue replaces its snapshot; a kill at any point leaves step-N whole or absent (the
+    leftovers are what clean_snapshots deletes). `announce(max_steps)`: the main process, once
+    the Trainer knows the run's length."""
+    from transformers import TrainerCallback
+
+    folder = Path(folder)
+
+    class Snapshot(TrainerCallback):
+        steps: set = set()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.steps = set(snapshot_steps(value, state.max_steps))
+            if is_main and announce is not None:
+                announce(state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step not in self.steps:
+                return control
+            final = folder / f"step-{state.global_step}"
+            tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+            if is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            write_weights(tmp)
+            if is_main:
+                _fsync_tree(tmp)
+                write_json(tmp / MARKER, {"step": state.global_step, "resume_key": key, "time": time.time()})
+                if final.exists():  # the step was done again after a requeue
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            return control
+
+    return Snapshot()
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -33,7 +33,7 @@ class RunPaths:
                  "critique": [self.critiques, self.rejects, self.critique_summary],
                  "train": [self.final_model, self.train_examples],
                  "eval": [self.eval_dir],
-                 "report": [self.results, self.results_md]}[stage]
+                 "report": [self.results, self.results_md, self.dynamics_plot]}[stage]
         files = []
         for place in where:
             if place.is_dir():
@@ -135,6 +135,16 @@ class RunPaths:
         return self.train_dir / "checkpoints"
 
     @property
+    def snapshots(self) -> Path:
+        """Weights-only snapshots (method.snapshot_steps): step-N/ holds the weights generation
+        loads (or the adapter), config and tokenizer, and a COMPLETE marker written last; a
+        step-N.tmp/ is a snapshot being written. The eval stage scores them and keeps the selected one."""
+        return self.train_dir / "snapshots"
+
+    def snapshot(self, step: int) -> Path:
+        return self.snapshots / f"step-{step}"
+
+    @property
     def deepspeed_json(self) -> Path:
         """The DeepSpeed config the Trainer ran with (derived values filled in)."""
         return self.train_dir / "deepspeed.json"
@@ -158,8 +168,25 @@ class RunPaths:
 
     @property
     def selection(self) -> Path:
-        """Checkpoint selection: {benchmark, curve: [{step, path, accuracy}], best}."""
+        """Checkpoint selection: {benchmark, curve: [{step, kind, path, accuracy, kept}], best}."""
         return self.eval_dir / "selection.json"
+
+    @property
+    def snapshot_scores(self) -> Path:
+        """Every score of a snapshot or checkpoint (selection and dynamics), keyed by the weights'
+        COMPLETE marker and the scoring settings: a re-run reads the scores of snapshots deleted
+        after selection from here."""
+        return self.eval_dir / "snapshot_scores.jsonl"
+
+    @property
+    def dynamics(self) -> Path:
+        """Training dynamics (eval.dynamics): {benchmarks, limit, steps: {step: {benchmark: {accuracy, n}}}}."""
+        return self.eval_dir / "dynamics.json"
+
+    @property
+    def dynamics_plot(self) -> Path:
+        """The run's accuracy-over-steps plot (the report stage draws it from dynamics.json)."""
+        return self.root / "training_dynamics.png"
 
     @property
     def critic_metrics(self) -> Path:

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from cft.resources import FRAGMENTATION, detect_gpus, plan
+from cft.resources import FRAGMENTATION, describe_snapshots, detect_gpus, plan
 from cft.validation import ConfigError
 
 
@@ -92,6 +92,8 @@ def format_plan(p: dict) -> str:
                          "fine-tune, see the README's One GPU)")
     elif t["fits"] is False:
         lines.append("        nothing tried fits (ZeRO-2/3, CPU offload, micro-batch 1, up to 8 nodes of GPUs)")
+    if t.get("snapshots"):
+        lines.append(f"        {describe_snapshots(t['snapshots'])}")
     lines += ["", _layout_line("eval", e, sel(e))]
     for name, g in p["generation"].items():
         lines.append(_layout_line(name, g))

@@ -680,6 +680,79 @@ def _peft_summary(arch: Arch, setup: TrainSetup, cfg) -> dict | None:
             "trainable_share": round(trainable / arch.n_params(), 5), "base_weights": base}
 
 
+# Rows of the datasets the recipes name, so the plan can count a run's optimizer steps before the
+# data stage: (hf_path, hf_config) -> rows. The 50K set's 98 steps at batch 512 are the official
+# run's (its 49 saves at save_steps 2). Filters (method.keep, critique filters) only lower them.
+KNOWN_DATASET_ROWS = {("TIGER-Lab/WebInstruct-CFT", "WebInstruct-CFT-4K"): 4_000,
+                      ("TIGER-Lab/WebInstruct-CFT", "WebInstruct-CFT-50K"): 50_000,
+                      ("TIGER-Lab/WebInstruct-CFT", "WebInstruct-CFT-600K"): 600_000}
+
+
+def training_steps(cfg) -> tuple[int | None, bool]:
+    """(optimizer steps of the run, whether that is exact): method.max_steps when set, else about
+    rows x epochs / global batch from dataset.limit or KNOWN_DATASET_ROWS; (None, False) unknown."""
+    import math
+
+    if int(cfg.method.max_steps) > 0:
+        return int(cfg.method.max_steps), True
+    rows = KNOWN_DATASET_ROWS.get((cfg.dataset.get("hf_path"), cfg.dataset.get("hf_config")))
+    limit = cfg.dataset.get("limit")
+    rows = min(rows, int(limit)) if rows and limit else (int(limit) if limit else rows)
+    if not rows:
+        return None, False
+    return math.ceil(math.ceil(rows / int(cfg.method.global_batch_size)) * float(cfg.method.epochs)), False
+
+
+def snapshot_plan(cfg, arch: Arch, total_steps: int | None = None) -> dict | None:
+    """The disk cost of weights-only snapshots (method.snapshot_steps), None when off: how many,
+    bytes each (parameters x bytes of model.dtype; with peft the fp32 adapter, plus one merged
+    model while a snapshot is scored), the peak before selection and what stays after it.
+    `total_steps`: the run's optimizer steps when known (the train stage), else training_steps."""
+    import math
+
+    from cft.checkpoints import snapshot_every, snapshot_steps
+
+    value = cfg.method.get("snapshot_steps")
+    if not value:
+        return None
+    exact = total_steps is not None
+    if not exact:
+        total_steps, exact = training_steps(cfg)
+    if total_steps:
+        every, count = snapshot_every(value, total_steps), len(snapshot_steps(value, total_steps))
+    else:  # a share of an unknown run: about 1/share of them; a step count: unknown
+        every, count = None, (math.ceil(1 / value) if value < 1 else None)
+    model_bytes = arch.n_params() * DTYPE_BYTES[str(cfg.model.dtype)]
+    p = cfg.get("peft")
+    if p is not None and p.name != "none":
+        each = arch.lora_params(int(p.r), tuple(p.target_modules), tuple(p.modules_to_save)) * 4
+    else:
+        each = model_bytes
+    merged = model_bytes if each != model_bytes else 0  # an adapter is merged into the base to be scored
+    scored = bool(cfg.eval.select_checkpoint) or bool(cfg.eval.get("dynamics"))
+    peak = None if count is None else count * each + (merged if scored else 0)
+    if cfg.eval.select_checkpoint:
+        kept, kept_bytes = "the selected one", each + merged
+    elif cfg.eval.get("dynamics"):
+        kept, kept_bytes = "none: model/ is the last step", 0
+    else:
+        kept, kept_bytes = "all: neither eval.select_checkpoint nor eval.dynamics reads them", peak
+    return {"value": value, "every": every, "total_steps": total_steps, "exact": exact, "count": count,
+            "bytes_each": each, "peak_bytes": peak, "kept": kept, "kept_bytes": kept_bytes}
+
+
+def describe_snapshots(s: dict) -> str:
+    """snapshot_plan as `python -m cft.plan` and the train stage print it."""
+    def size(b):
+        return "?" if b is None else (f"{b / GB:.1f} GB" if b >= 0.1 * GB else f"{b / 1e6:.1f} MB")
+    about = "" if s["exact"] else "about "
+    every = f"every {s['every']} step(s)" if s["every"] else f"snapshot_steps={s['value']:g}"
+    steps = f" of {about}{s['total_steps']}" if s["total_steps"] else " (run length unknown before the data stage)"
+    count = "an unknown number" if s["count"] is None else f"{about}{s['count']}"
+    return (f"weights-only snapshots {every}{steps}: {count} x {size(s['bytes_each'])} = {size(s['peak_bytes'])} "
+            f"on disk before selection, {size(s['kept_bytes'])} after (kept: {s['kept']})")
+
+
 def plan(cfg, gpus: int, gpu_memory_gb: float | None, world_size: int | None = None) -> dict:
     """Per stage, what will run where for `cfg` on `gpus` GPUs per node of `gpu_memory_gb`:
     train (world size, ZeRO, micro-batch, accumulation, memory per GPU, fits, what would fit),
@@ -704,7 +777,7 @@ def plan(cfg, gpus: int, gpu_memory_gb: float | None, world_size: int | None = N
              "gradient_checkpointing": setup.gradient_checkpointing,
              "peft": _peft_summary(arch, setup, cfg),
              "memory_gb": memory.to_dict(), "peak_memory_gb": memory.peak(), "fits": memory.fits,
-             "fitting_overrides": []}
+             "fitting_overrides": [], "snapshots": snapshot_plan(cfg, arch)}
     if error:
         train["error"] = error
     if memory.fits is False:

@@ -81,7 +81,8 @@ def check_inputs(cfg: DictConfig) -> None:
 
     stages = set(cfg.stages)
     benchmark_keys = [("eval.benchmarks", list(cfg.eval.benchmarks), True),
-                      ("eval.select_benchmark", [cfg.eval.select_benchmark], cfg.eval.select_checkpoint)]
+                      ("eval.select_benchmark", [cfg.eval.select_benchmark], cfg.eval.select_checkpoint),
+                      ("eval.dynamics", list(cfg.eval.get("dynamics") or []), True)]
     for key, names, read in benchmark_keys:
         for name in names:
             try:
@@ -259,6 +260,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
                               f"they critique; method.target={cfg.method.target!r} is not 'critique'")
     if cfg.method.polarity_size is not None and cfg.method.polarity_size < 1:
         raise ConfigError(f"method.polarity_size={cfg.method.polarity_size} must be >= 1 (null: the most the data allow)")
+    _validate_snapshots(cfg)
     _choice(cfg, "model.init", ("pretrained", "random"))
     if "data" in cfg.stages:
         _validate_noisy_generators(cfg)

@@ -159,35 +159,6 @@ def score(name: str, items: list[dict], prompts: list[str], samples: list[list[d
     return rows, result
 
 
-def checkpoints(paths: RunPaths) -> list[tuple[int, Path]]:
-    """Saved training checkpoints by step: only those the trainer marked COMPLETE."""
-    from cft.checkpoints import checkpoints as saved, is_complete
-
-    return [(int(c.name.split("-")[1]), c) for c in saved(paths.checkpoints) if is_complete(c)]
-
-
-def select_checkpoint(cfg, paths: RunPaths, tokenizer_path: str) -> dict:
-    """Evaluate every saved checkpoint on eval.select_benchmark (default: 500 held-out MATH train
-    problems; the paper used MATH-500, eval.select_benchmark=math500) and pick the best. Ties go
-    to the later step. Written to eval/selection.json, with how many checkpoints were compared."""
-    from cft.models import generation_weights
-
-    candidates = checkpoints(paths)
-    if not candidates:
-        raise FileNotFoundError(f"eval.select_checkpoint=true but no checkpoints in {paths.checkpoints}")
-    bench = get_benchmark(cfg.eval.select_benchmark).name
-    curve = []
-    for step, path in candidates:
-        path = generation_weights(path, cfg)  # an adapter checkpoint (peft): merged into the base, once
-        res = evaluate(cfg, str(path), paths.eval_dir / "selection" / f"checkpoint-{step}",
-                       benchmarks=[bench], limit=cfg.eval.select_limit, tokenizer_path=tokenizer_path)
-        curve.append({"step": step, "path": str(path), "accuracy": res[bench]["accuracy"]})
-    best = max(curve, key=lambda c: (c["accuracy"], c["step"]))
-    selection = {"benchmark": bench, "n_checkpoints": len(curve), "curve": curve, "best": best}
-    write_json(paths.selection, selection)
-    return selection
-
-
 def run(cfg, paths: RunPaths) -> dict:
     try:
         return _run(cfg, paths)
@@ -201,10 +172,14 @@ def _run(cfg, paths: RunPaths) -> dict:
     Sampling.of(cfg.eval)  # a wrong eval.n / temperature fails before any model is loaded
     model_path = tokenizer_path = model_under_test(cfg, paths)
     summary: dict = {}
-    if cfg.eval.select_checkpoint:
-        selection = select_checkpoint(cfg, paths, tokenizer_path)
-        model_path = selection["best"]["path"]
-        summary["selected_step"] = selection["best"]["step"]
+    if cfg.eval.select_checkpoint or cfg.eval.get("dynamics"):
+        # selection over checkpoints and snapshots, training dynamics (cft/eval/selection.py)
+        from cft.eval.selection import score_saved_weights
+
+        scored = score_saved_weights(cfg, paths, tokenizer_path, evaluate, close_generator)
+        if scored["selection"]:
+            model_path = scored["model_path"]
+            summary["selected_step"] = scored["selection"]["best"]["step"]
     results = evaluate(cfg, model_path, paths.eval_dir, tokenizer_path=tokenizer_path)
     if cfg.eval.protocol == "self-critique":  # critique those answers, answer again while wrong
         from cft.eval.self_critique import self_critique

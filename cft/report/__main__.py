@@ -6,7 +6,7 @@
     WANDB_MODE=online python -m cft.report DIR --project cft               # + a W&B Report (needs the [report] extra)
 
 Writes results_table.{md,csv,tex}, train_loss.png, accuracy.png, checkpoint_selection.png (when
-a run has eval/selection.json), report.md and report.html into --out (default DIR/report).
+a run has eval/selection.json), training_dynamics.png (when one has eval/dynamics.json), report.md and report.html into --out (default DIR/report).
 The runs' `report` settings shape the table (cft.report.tables): the paper's numbers beside ours
 (report.paper), the columns and the average (report.columns), runs of another sweep taken by
 reference (report.reuse), notes (report.notes). A --multirun builds this report itself when it
@@ -43,7 +43,7 @@ def build_report(root: str | Path, out: str | Path | None = None, mode: str = "d
     table = build_table(runs + reused, baseline, paper, columns, warnings)
     title = root.name
     written = {**write_tables(table, out), **write_plots(table, out, title)}
-    plots = {k: written[k] for k in ("loss", "accuracy", "selection") if k in written}
+    plots = {k: written[k] for k in ("loss", "accuracy", "selection", "dynamics") if k in written}
     written.update({f"report_{k}": v for k, v in write_local(table, plots, out, title).items()})
     if mode == "online":
         written["wandb_report"] = create_online(table, plots, title, group or root.name, project, entity)

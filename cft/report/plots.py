@@ -1,4 +1,5 @@
-"""Sweep plots (PNG, matplotlib Agg): training loss, accuracy bars, checkpoint selection."""
+"""Sweep plots (PNG, matplotlib Agg): training loss, accuracy bars, checkpoint selection, training
+dynamics (and one run's dynamics, for its report stage)."""
 from __future__ import annotations
 
 import sys
@@ -128,9 +129,63 @@ def selection_curves(table: Table, out: Path, title: str) -> Path | None:
     return _save(fig, out)
 
 
+def training_dynamics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{benchmark: [(step, accuracy)...]} from a run's eval/dynamics.json; {} without one."""
+    path = RunPaths.of(run_dir).dynamics
+    if not path.exists():
+        return {}
+    try:
+        steps = read_json(path)["steps"]
+        out: dict[str, list] = defaultdict(list)
+        for step, scores in sorted(steps.items(), key=lambda kv: int(kv[0])):
+            for bench, score in scores.items():
+                out[bench].append((int(step), float(score["accuracy"])))
+        return dict(out)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:
+        _skipped(path, e)
+        return {}
+
+
+def dynamics_figure(series: list[tuple[str, dict]], out: Path, title: str) -> Path | None:
+    """One panel per benchmark, accuracy against training step, one line per run (the paper's
+    training-dynamics figure: SFT and CFT on four benchmarks); None when no run has any."""
+    series = [(label, d) for label, d in series if d]
+    if not series:
+        return None
+    benchmarks = list(dict.fromkeys(b for _, d in series for b in d))
+    plt = _pyplot()
+    cols = min(2, len(benchmarks))
+    rows = -(-len(benchmarks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, bench in zip(axes.flat, benchmarks):
+        for label, d in series:
+            if bench in d:
+                ax.plot(*zip(*d[bench]), marker="o", markersize=3, label=label)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(xlabel="training step", ylabel="accuracy (%)", title=DISPLAY.get(bench, bench))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(benchmarks):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Training dynamics — {title}")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def dynamics_curves(table: Table, out: Path, title: str) -> Path | None:
+    """The sweep's runs with eval/dynamics.json overlaid (e.g. SFT vs CFT)."""
+    return dynamics_figure([(row_label(table, r), training_dynamics(r.run.run_dir)) for r in table.rows], out, title)
+
+
+def run_dynamics_plot(paths: RunPaths, title: str) -> Path | None:
+    """One run's training_dynamics.png (its report stage), None without eval/dynamics.json."""
+    return dynamics_figure([(title, training_dynamics(paths.root))], paths.dynamics_plot, title)
+
+
 def write_plots(table: Table, out_dir: str | Path, title: str) -> dict[str, Path]:
     out_dir = Path(out_dir)
     made = {"loss": loss_curves(table, out_dir / "train_loss.png", title),
             "accuracy": accuracy_bars(table, out_dir / "accuracy.png", title),
-            "selection": selection_curves(table, out_dir / "checkpoint_selection.png", title)}
+            "selection": selection_curves(table, out_dir / "checkpoint_selection.png", title),
+            "dynamics": dynamics_curves(table, out_dir / "training_dynamics.png", title)}
     return {k: v for k, v in made.items() if v is not None}

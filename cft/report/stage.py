@@ -28,6 +28,11 @@ def run(cfg, paths: RunPaths) -> dict:
         results["critic"] = read_json(paths.critic_metrics)
     if paths.selection.exists():
         results["selected_checkpoint_step"] = read_json(paths.selection)["best"]["step"]
+    if paths.dynamics.exists():  # eval.dynamics: accuracy over training steps, plotted
+        from cft.report.plots import run_dynamics_plot
+
+        results["training_dynamics"] = read_json(paths.dynamics)["steps"]
+        run_dynamics_plot(paths, cfg.run_name)
     write_json(paths.results, results)
     header = "| model | method | dataset | teacher | " + " | ".join(names) + " | avg |"
     sep = "|" + "---|" * (5 + len(names))

@@ -13,7 +13,8 @@ from cft.io import atomic_open
 from cft.report.tables import Table, footer, headers, legend, line_cells, to_markdown
 
 CAPTIONS = {"loss": "Training loss per run", "accuracy": "Accuracy by benchmark and method",
-            "selection": "Checkpoint selection: MATH-500 accuracy vs step"}
+            "selection": "Checkpoint selection: MATH-500 accuracy vs step",
+            "dynamics": "Training dynamics: accuracy per benchmark vs training step"}
 
 
 def _failed_runs(table: Table) -> list[str]:

@@ -192,8 +192,42 @@ def _declare_dtype_callback(dtype: str):
 
 
 def _keep(cfg) -> int:
-    """How many complete checkpoints rotation keeps; 0 = all (checkpoint selection needs them)."""
-    return 0 if cfg.eval.select_checkpoint else int(cfg.method.save_total_limit)
+    """How many complete checkpoints rotation keeps; 0 = all when checkpoint selection picks
+    among them, save_total_limit when weights-only snapshots are what it picks among."""
+    selects_checkpoints = cfg.eval.select_checkpoint and not cfg.method.get("snapshot_steps")
+    return 0 if selects_checkpoints else int(cfg.method.save_total_limit)
+
+
+def _snapshot_writer(trainer, tokenizer, dtype, use_cache: bool, fp32_master: bool):
+    """write(folder): the weights generation loads, as the final save writes them (below), and
+    nothing else: the model in model.dtype (with fp32 master weights, a copy cast on the host,
+    the training weights untouched), under DeepSpeed the 16-bit weights its save_model gathers
+    (ZeRO-3 included), with peft the adapter; config and tokenizer beside them."""
+    def write(folder: Path) -> None:
+        if fp32_master:
+            if trainer.is_world_process_zero():
+                state = {k: v.detach().to("cpu", dtype) for k, v in trainer.model.state_dict().items()}
+                trainer.model.save_pretrained(str(folder), state_dict=state)
+                tokenizer.save_pretrained(str(folder))
+        else:  # every rank: ZeRO-3 gathers; the main process writes
+            trainer.save_model(str(folder))
+        if trainer.is_world_process_zero():
+            (folder / "training_args.bin").unlink(missing_ok=True)  # not weights; unpickled by nothing
+            config = folder / "config.json"
+            if config.is_file():  # no config.json beside an adapter
+                values = json.loads(config.read_text())
+                values.update(dtype=str(dtype).removeprefix("torch."), use_cache=use_cache)
+                write_json(config, values)
+    return write
+
+
+def announce_snapshots(cfg, paths: RunPaths, source: str, max_steps: int) -> None:
+    """Say what the snapshots will cost on disk, with the plan's arithmetic (cft.resources)."""
+    from cft.resources import arch_of, describe_snapshots, snapshot_plan
+
+    s = snapshot_plan(cfg, arch_of(source, cfg.model), max_steps)
+    if s:
+        print(f"[cft] train: {describe_snapshots(s)}; into {paths.snapshots}", flush=True)
 
 
 def _tracker_run_id(paths: RunPaths) -> str | None:
@@ -288,6 +322,9 @@ def run(cfg, paths: RunPaths) -> dict:
         for moved in ckpt.clean(paths.checkpoints, key):
             print(f"[cft] train: not resuming {moved}")
     last = ckpt.last_complete(paths.checkpoints, key)
+    if rank == 0:
+        for gone in ckpt.clean_snapshots(paths.snapshots, key):
+            print(f"[cft] train: snapshot {gone} not kept", flush=True)
     # processing_class: every checkpoint-N/ holds the tokenizer, so vLLM (and anyone) can load a
     # checkpoint as it is (checkpoint selection on vLLM failed without it: issue #13).
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -296,6 +333,12 @@ def run(cfg, paths: RunPaths) -> dict:
                                  *([_declare_dtype_callback(str(torch_dtype(cfg.model)).removeprefix("torch."))]
                                    if int(cfg.deepspeed.stage) == 0 else []),
                                  ckpt.completion_callback(key, _keep(cfg), _tracker_run_id(paths))])
+    if cfg.method.get("snapshot_steps"):
+        write = _snapshot_writer(trainer, tokenizer, torch_dtype(cfg.model), use_cache,
+                                 fp32_master=int(cfg.deepspeed.stage) == 0 and not peft)
+        trainer.add_callback(ckpt.snapshot_callback(
+            paths.snapshots, cfg.method.snapshot_steps, key, write, trainer.is_world_process_zero(),
+            announce=lambda max_steps: announce_snapshots(cfg, paths, source, max_steps)))
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     # Every rank calls save_model (ZeRO-3 gathers shards); only the main process writes.
