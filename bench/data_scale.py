@@ -1,7 +1,8 @@
 """Paper-scale data (issue #24): each stage's time and peak memory on rows of WebInstruct-CFT's
 released schema, and the train stage's tokenization two ways in the same run: the per-example
 path it had before (every rank: `tokenize()` example by example into Python lists) and the
-tokenize-once path (cft/train/dataset.py: datasets.map, memory-mapped Arrow).
+tokenize-once path (cft/train/dataset.py: one pass, the Rust encoder over batches, one int32
+Arrow stream file that every rank maps).
 
     python bench/data_scale.py                        # 60K and 120K rows
     python bench/data_scale.py --rows 600000 --no-old # the new path alone (the old one needs ~27 GB)
@@ -14,7 +15,9 @@ RSS (wait4). Then the train stage again with only method.max_steps changed (2): 
 the tokenized data; "first step" is the time from its process start to its first logged
 training step. The old path runs in its own process on the same critiques.jsonl (rows ->
 examples -> tokenize, as the train stage did) and its tokenization time is compared with the
-new path's (examples -> Arrow -> map -> save_to_disk, from the train stage's meta.json).
+new path's (critiques -> examples.jsonl + tokens.arrow, from the train stage's meta.json). Both
+are given as wall time and as CPU seconds: on a shared 2-core box the wall time depends on the
+other processes' load, the CPU seconds on the work each path does.
 
 Rows are built from the shipped benchmarks' problems and solutions (MATH-500, GSM8K,
 Minerva-Math): question = one problem, noisy response = 1-2 solutions, critique = 1-3 solutions
@@ -105,8 +108,9 @@ class Peak:
 
 
 def measured(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run `cmd`; its wall time, peak tree PSS and largest single RSS (GB)."""
-    t0 = time.time()
+    """Run `cmd`; its wall time, peak tree PSS and largest single RSS (GB), and the box's 1-minute
+    load average as it started and ended (other processes share these cores)."""
+    t0, load0 = time.time(), os.getloadavg()[0]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         peak = Peak(proc.pid)
@@ -116,7 +120,8 @@ def measured(cmd: list[str], env: dict, log: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
     return {"wall_s": round(time.time() - t0, 1), "start": t0, "peak_pss_gb": round(pss, 2),
-            "max_rss_gb": round(usage.ru_maxrss / 1e6, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
+            "max_rss_gb": round(usage.ru_maxrss / 1e6, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "load": [round(load0, 1), round(os.getloadavg()[0], 1)]}
 
 
 OLD_PATH = r"""
@@ -188,8 +193,9 @@ def table(results: list[dict]) -> str:
     """One row per size; tokenization = rows -> examples -> token ids on disk or in lists. Wall
     time depends on the cores this box has free; CPU seconds are the work done."""
     lines = ["| rows | data stage | critique stage | train stage (1 step) | tokenization, per-example "
-             "(before) | tokenization, tokenize-once | before / now: wall, CPU | re-run, max_steps 1 -> 2 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "(before) | tokenization, tokenize-once | before / now: wall, CPU | re-run, max_steps 1 -> 2 | "
+             "box load (1 min) as old / new ran |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def stage(s):
         return f"{s['stage_s']:.1f} s, {s['peak_pss_gb']:.2f} GB"
@@ -200,7 +206,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         meta, old, again = r["train"]["tokenized"], r.get("old"), r["train_again"]
         step = f", a step takes {again['step_s']:.1f} s" if "step_s" in again else ""
-        new_s = meta["seconds"]["examples"] + meta["seconds"]["tokenize"]
+        new_s = sum(meta["seconds"].values())
         new_cpu = sum(meta["cpu_seconds"].values()) if "cpu_seconds" in meta else None
         if old:
             old_s = old["examples_s"] + old["tokenize_s"]
@@ -210,10 +216,14 @@ def table(results: list[dict]) -> str:
         else:
             before, ratio = "not run", "-"
         lines.append(f"| {r['rows']:,} | {stage(r['data'])} | {stage(r['critique'])} | {stage(r['train'])} | "
-                     f"{before} | {new_s:.0f} s{cpu(new_cpu)}, {meta['workers']} workers | {ratio} | "
+                     f"{before} | {new_s:.0f} s{cpu(new_cpu)}, {meta['workers']} encoder threads | {ratio} | "
                      f"{again['stage_s']:.1f} s (first step logged at {again['first_step_s']:.1f} s{step}), "
-                     f"{again['peak_pss_gb']:.2f} GB |")
+                     f"{again['peak_pss_gb']:.2f} GB | {_load(old)} / {_load(r['train'])} |")
     return "\n".join(lines)
+
+
+def _load(res: dict | None) -> str:
+    return "-" if not res or "load" not in res else "{}-{}".format(*res["load"])
 
 
 def main() -> None:

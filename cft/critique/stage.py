@@ -6,6 +6,7 @@ targets), rejects.jsonl (each unusable output with its reason), summary.json.
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -168,10 +169,12 @@ def run(cfg, paths: RunPaths) -> dict:
     target = cfg.method.target
     if target not in OUTPUT_FIELD:
         return {"skipped": f"method {cfg.method.name} trains on the dataset's responses; no teacher"}
+    paths.critique_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.teacher.backend == "released" and not cfg.teacher.models and not holds_all_rows(cfg.teacher):
+        return _run_streaming(cfg, paths)
     records = read_jsonl(paths.records)
     if cfg.method.keep == "verified":
         records = [r for r in records if is_verified(r)]
-    paths.critique_dir.mkdir(parents=True, exist_ok=True)
 
     teachers = teachers_of(cfg.teacher)
     multi = bool(cfg.teacher.models)
@@ -192,45 +195,23 @@ def run(cfg, paths: RunPaths) -> dict:
         keys = [r.key for r in build_requests(cfg, records, t, multi)] if why_failed else []
         verdicts[t.name] = {}
         for i, (rec, result) in enumerate(zip(records, results[t.name])):
-            who = {"teacher": t.name} if multi else {}
-            if result is None:
-                failure = why_failed.get(keys[i]) if keys else None
-                reason = (f"no result after {failure['attempts']} attempt(s): {failure['reason']}"
-                          if failure else "no result (attempts exhausted)")
-                rejects.append({"id": rec["id"], **who, "reason": reason})
+            failure = why_failed.get(keys[i]) if keys and result is None else None
+            row, reject = _decide(cfg, t, rec, result, failure, multi)
+            if reject is not None:
+                rejects.append(reject)
                 continue
-            reason = ("reference check undecided" if result.get("finish_reason") == "undecided"
-                      else reject_reason(result, needs_verdict=target == "critique" and cfg.teacher.require_verdict))
-            if reason:
-                rejects.append({"id": rec["id"], **who, "reason": reason, "text": result.get("text", "")})
-                continue
-            row = dict(rec, **{OUTPUT_FIELD[target]: result["text"]}, teacher=t.name,
-                       teacher_model=result.get("model") or t.model)
             if target == "critique":
-                verdict = parse_verdict(result["text"])
-                row["teacher_verdict"] = verdict
-                row["agrees_with_reference"] = (None if rec["response_correct"] == UNKNOWN
-                                                else verdict == rec["response_correct"])
-                verdicts[t.name][rec["id"]] = verdict
+                verdicts[t.name][rec["id"]] = row["teacher_verdict"]
             kept.append(row)
 
     checked = [r for r in kept if r.get("agrees_with_reference") is not None]
-    agreement = (sum(r["agrees_with_reference"] for r in checked) / len(checked)) if checked else None
     filtered: dict = {}
     kept = apply_filters(kept, cfg.teacher, cfg.seed, filtered) if target == "critique" else kept
     write_jsonl(paths.rejects, rejects)
     write_jsonl(paths.critiques, kept)
-    summary = {
-        "teacher": OmegaConf.to_container(cfg.teacher, resolve=True) if OmegaConf.is_config(cfg.teacher) else dict(cfg.teacher),
-        "n_records": len(records), "n_kept": len(kept), "n_rejected": len(rejects),
-        # Parsed critiques that the teacher.* filters removed (not rejects: their text was fine).
-        "n_filtered": filtered,
-        "reject_reasons": dict(Counter(_reason_kind(r["reason"]) for r in rejects)),
-        "teacher_verdicts": dict(Counter(r.get("teacher_verdict") for r in kept)),
-        "n_kept_without_verdict": sum(target == "critique" and r.get("teacher_verdict") is None for r in kept),
-        "agreement_with_reference_check": agreement, "n_agreement_checked": len(checked),
-        "teacher_stats": teacher_stats, "ledger": ledger_totals,
-    }
+    summary = _summary(cfg, n_records=len(records), kept=kept, rejects=rejects, filtered=filtered,
+                       n_checked=len(checked), n_agree=sum(r["agrees_with_reference"] for r in checked),
+                       teacher_stats=teacher_stats, ledger_totals=ledger_totals)
     if ledger_totals:
         summary["cost_usd"] = {"paid": ledger_totals["cost_usd"],
                                "at_sync_price": ledger_totals["sync_cost_usd"],
@@ -243,6 +224,135 @@ def run(cfg, paths: RunPaths) -> dict:
             "n_rejected": sum(r.get("teacher") == t.name for r in rejects),
             "verdicts": dict(Counter(v for v in verdicts[t.name].values())),
         } for t in teachers}
+    return _finish(paths, summary, multi)
+
+
+def _decide(cfg, t, rec: dict, result: dict | None, failure: dict | None, multi: bool) -> tuple[dict | None, dict | None]:
+    """(the critique row, None), or (None, the reject) for one record's teacher output."""
+    target = cfg.method.target
+    who = {"teacher": t.name} if multi else {}
+    if result is None:
+        reason = (f"no result after {failure['attempts']} attempt(s): {failure['reason']}"
+                  if failure else "no result (attempts exhausted)")
+        return None, {"id": rec["id"], **who, "reason": reason}
+    reason = ("reference check undecided" if result.get("finish_reason") == "undecided"
+              else reject_reason(result, needs_verdict=target == "critique" and cfg.teacher.require_verdict))
+    if reason:
+        return None, {"id": rec["id"], **who, "reason": reason, "text": result.get("text", "")}
+    row = dict(rec, **{OUTPUT_FIELD[target]: result["text"]}, teacher=t.name,
+               teacher_model=result.get("model") or t.model)
+    if target == "critique":
+        verdict = parse_verdict(result["text"])
+        row["teacher_verdict"] = verdict
+        row["agrees_with_reference"] = (None if rec["response_correct"] == UNKNOWN
+                                        else verdict == rec["response_correct"])
+    return row, None
+
+
+# teacher.* filters that choose among all the parsed critiques at once (the others decide row by row)
+LIST_FILTERS = ("balance_verdicts", "max_critiques")
+
+
+def holds_all_rows(teacher_cfg) -> bool:
+    """Whether a filter needs every parsed critique at hand (LIST_FILTERS)."""
+    return bool(getattr(teacher_cfg, "balance_verdicts", False)) or \
+        getattr(teacher_cfg, "max_critiques", None) is not None
+
+
+def _run_streaming(cfg, paths: RunPaths) -> dict:
+    """teacher=released with no list-wide filter (the paper's 600K run): records stream from
+    records.jsonl to critiques.jsonl and rejects.jsonl, each decided as it comes (apply_filters
+    on one row at a time), so memory does not grow with the rows (issue #24). The same files
+    and summary as the in-memory path (tests/test_critique_stage.py compares them)."""
+    from cft.io import atomic_open, iter_jsonl
+
+    target, t = cfg.method.target, cfg.teacher
+    n_records = n_checked = n_agree = 0
+    kept, rejects = _Tally(), _Tally()
+    filtered: dict = {}
+    with atomic_open(paths.rejects) as rejects_file, atomic_open(paths.critiques) as kept_file:
+        for rec in iter_jsonl(paths.records):
+            if cfg.method.keep == "verified" and not is_verified(rec):
+                continue
+            n_records += 1
+            (result,) = _released([rec])
+            row, reject = _decide(cfg, t, rec, result, None, False)
+            if reject is not None:
+                rejects.add(reject, rejects_file)
+                continue
+            if row.get("agrees_with_reference") is not None:
+                n_checked += 1
+                n_agree += row["agrees_with_reference"]
+            if target == "critique":
+                dropped: dict = {}
+                rows = apply_filters([row], t, cfg.seed, dropped)
+                for k, v in dropped.items():
+                    filtered[k] = filtered.get(k, 0) + v
+            else:
+                rows = [row]
+            for r in rows:
+                kept.add(r, kept_file)
+    summary = _summary(cfg, n_records=n_records, kept=kept, rejects=rejects,
+                       filtered=_in_filter_order(filtered),
+                       n_checked=n_checked, n_agree=n_agree, teacher_stats={}, ledger_totals={})
+    return _finish(paths, summary, False)
+
+
+def _in_filter_order(counts: dict) -> dict:
+    """Per-row drop counts summed, keyed in the order apply_filters writes them over a list
+    (keep, drop_disagreements, balance_verdicts, max_critiques; any other key after, as met)."""
+    known = ("keep:undecided", "keep:verdict_mismatch", "drop_disagreements", "balance_verdicts", "max_critiques")
+    return {k: counts[k] for k in sorted(counts, key=lambda k: known.index(k) if k in known else len(known))}
+
+
+class _Tally:
+    """Rows written as they come, keeping only what the summary counts of them."""
+
+    def __init__(self):
+        self.n, self.reasons, self.verdicts, self.n_without_verdict = 0, Counter(), Counter(), 0
+
+    def add(self, row: dict, file) -> None:
+        file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.n += 1
+        if "reason" in row and "question" not in row:  # a reject
+            self.reasons[_reason_kind(row["reason"])] += 1
+        self.verdicts[row.get("teacher_verdict")] += 1
+        self.n_without_verdict += row.get("teacher_verdict") is None
+
+
+def _summary(cfg, *, n_records: int, kept, rejects, filtered: dict, n_checked: int, n_agree: int,
+             teacher_stats: dict, ledger_totals: dict) -> dict:
+    """critique/summary.json's common fields, from the row lists or their tallies."""
+    def tally(rows) -> _Tally:
+        if isinstance(rows, _Tally):
+            return rows
+        out = _Tally()
+        for r in rows:
+            out.add(r, _NoFile)
+        return out
+
+    kept, rejects = tally(kept), tally(rejects)
+    return {
+        "teacher": OmegaConf.to_container(cfg.teacher, resolve=True) if OmegaConf.is_config(cfg.teacher) else dict(cfg.teacher),
+        "n_records": n_records, "n_kept": kept.n, "n_rejected": rejects.n,
+        # Parsed critiques that the teacher.* filters removed (not rejects: their text was fine).
+        "n_filtered": filtered,
+        "reject_reasons": dict(rejects.reasons),
+        "teacher_verdicts": dict(kept.verdicts),
+        "n_kept_without_verdict": kept.n_without_verdict if cfg.method.target == "critique" else 0,
+        "agreement_with_reference_check": n_agree / n_checked if n_checked else None,
+        "n_agreement_checked": n_checked,
+        "teacher_stats": teacher_stats, "ledger": ledger_totals,
+    }
+
+
+class _NoFile:
+    @staticmethod
+    def write(_: str) -> None:
+        pass
+
+
+def _finish(paths: RunPaths, summary: dict, multi: bool) -> dict:
     write_json(paths.critique_summary, summary)
     out = {k: summary[k] for k in ("n_kept", "n_rejected", "agreement_with_reference_check")}
     if "cost_usd" in summary:

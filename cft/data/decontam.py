@@ -7,6 +7,7 @@ are compared whole.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from cft.benchmarks import BENCHMARKS, words
 
@@ -17,20 +18,35 @@ def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
-def decontamination_report(records: list[dict], benchmarks_root: str | Path, n: int = 8) -> dict:
-    index: dict[tuple[str, ...], tuple[str, int]] = {}
-    scanned = {}
-    for name, bench in BENCHMARKS.items():
-        if not bench.path(benchmarks_root).exists():
-            continue
-        items = bench.load(benchmarks_root)
-        scanned[name] = len(items)
-        for item in items:
-            for gram in _ngrams(words(item["question"]), n):
-                index.setdefault(gram, (name, item["idx"]))
-    flagged = []
+class BenchmarkNgrams:
+    """The n-grams of every shipped benchmark's questions, built once; `matches(question)` checks
+    one training question, so the data stage can check records as they stream by."""
+
+    def __init__(self, benchmarks_root: str | Path, n: int = 8):
+        self.n, self.index, self.scanned = n, {}, {}
+        for name, bench in BENCHMARKS.items():
+            if not bench.path(benchmarks_root).exists():
+                continue
+            items = bench.load(benchmarks_root)
+            self.scanned[name] = len(items)
+            for item in items:
+                for gram in _ngrams(words(item["question"]), n):
+                    self.index.setdefault(gram, (name, item["idx"]))
+
+    def matches(self, question: str) -> list[list]:
+        """Up to 5 (benchmark, item index) pairs sharing an n-gram with `question`, sorted."""
+        hits = {self.index[g] for g in _ngrams(words(question), self.n) if g in self.index}
+        return sorted([list(h) for h in hits])[:5]
+
+    def report(self, n_checked: int, flagged: list[dict]) -> dict:
+        return {"ngram": self.n, "benchmarks_scanned": self.scanned, "n_checked": n_checked, "flagged": flagged}
+
+
+def decontamination_report(records: Iterable[dict], benchmarks_root: str | Path, n: int = 8) -> dict:
+    ngrams = BenchmarkNgrams(benchmarks_root, n)
+    flagged, n_checked = [], 0
     for rec in records:
-        hits = {index[g] for g in _ngrams(words(rec["question"]), n) if g in index}
-        if hits:
-            flagged.append({"id": rec["id"], "matches": sorted([list(h) for h in hits])[:5]})
-    return {"ngram": n, "benchmarks_scanned": scanned, "n_checked": len(records), "flagged": flagged}
+        n_checked += 1
+        if hits := ngrams.matches(rec["question"]):
+            flagged.append({"id": rec["id"], "matches": hits})
+    return ngrams.report(n_checked, flagged)

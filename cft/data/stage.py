@@ -6,69 +6,134 @@ shipped critique from the same source as an earlier one (`cft.records.same_examp
 is kept and data/summary.json counts the rest (`n_duplicates_dropped`). Record ids are then
 unique, which the critique stage relies on (it matches critiques to records by id); a collision
 is an error.
+
+The records stream from the loader to records.jsonl (issue #24: WebInstruct-CFT's 600K rows
+held as Python objects took GBs): what is held is bounded by the rows' count, not their text
+(a 16-byte digest per distinct row, each id with the head of its question, the flagged ids).
+Subsampling (`dataset.limit`) reads the data twice: once to count the rows, once to keep the
+seeded shuffle's first `limit` (held). Generating noisy responses holds the records, as the
+generator answers them all at once.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
+from typing import Iterable, Iterator
 
 from cft.config import noisy_generators
 from cft.datasets import load_records
 from cft.io import write_json, write_jsonl
 from cft.paths import RunPaths
-from cft.records import Record, drop_duplicates
+from cft.records import Record, same_example
 
 
 def run(cfg, paths: RunPaths) -> dict:
-    loaded, n_duplicates = drop_duplicates(list(load_records(cfg.dataset)))
-    if cfg.dataset.problems:  # One-Shot CFT: every response to these problems, nothing else
-        wanted = set(cfg.dataset.problems)
-        loaded = [r for r in loaded if r.id.split("|")[0] in wanted]
-    generates = bool(noisy_generators(cfg.dataset))
-    if generates:
-        from cft.data.generated import unique_questions
+    ds = cfg.dataset
+    dropped = Counter()
+    if noisy_generators(ds):
+        records: Iterable[Record] = _generated(cfg, dropped)
+    elif ds.limit is None:
+        records = _loaded(ds, dropped)
+    else:
+        records = _subsample(ds, dropped)
+    return _write(cfg, paths, records, dropped)
 
-        loaded = unique_questions(loaded)
+
+def _loaded(ds, dropped: Counter) -> Iterator[Record]:
+    """The dataset's records, repeated rows dropped (counted in `dropped["duplicates"]`), and for
+    One-Shot CFT (`dataset.problems`) only every response to those problems."""
+    seen: set[bytes] = set()
+    wanted = set(ds.problems) if ds.problems else None
+    for rec in load_records(ds):
+        digest = hashlib.blake2b(repr(same_example(rec)).encode(), digest_size=16).digest()
+        if digest in seen:
+            dropped["duplicates"] += 1
+            continue
+        seen.add(digest)
+        if wanted is None or rec.id.split("|")[0] in wanted:
+            yield rec
+
+
+def _subsample(ds, dropped: Counter) -> Iterator[Record]:
+    """A deterministic subsample (seeded shuffle), so reruns and sweeps see the same data: the
+    records that random.Random(dataset.seed).shuffle puts first, in that order. Shuffling the
+    positions gives the permutation shuffling the records gave, so only the kept ones are held."""
+    n = sum(1 for _ in _loaded(ds, Counter()))
+    if n <= ds.limit:
+        yield from _loaded(ds, dropped)
+        return
+    order = list(range(n))
+    random.Random(ds.seed).shuffle(order)
+    slot = {pos: k for k, pos in enumerate(order[: ds.limit])}
+    kept: list[Record | None] = [None] * ds.limit
+    for pos, rec in enumerate(_loaded(ds, dropped)):
+        if (k := slot.get(pos)) is not None:
+            kept[k] = rec
+    yield from kept
+
+
+def _generated(cfg, dropped: Counter) -> list[Record]:
+    """One generated noisy response per distinct question (the subsample drawn before any
+    generation, so a generator answers only the questions that are kept)."""
+    from cft.data.generated import generate_noisy_responses, unique_questions
+
+    loaded = unique_questions(list(_loaded(cfg.dataset, dropped)))
     if not loaded:
         raise ValueError(f"dataset {cfg.dataset.name!r} produced no records; check dataset.* keys")
     if cfg.dataset.limit is not None and len(loaded) > cfg.dataset.limit:
-        # Deterministic subsample (seeded shuffle), so reruns and sweeps see the same data; before
-        # any generation, so a generator answers only the questions that are kept.
         random.Random(cfg.dataset.seed).shuffle(loaded)
         loaded = loaded[: cfg.dataset.limit]
-    if generates:
-        from cft.data.generated import generate_noisy_responses
+    return generate_noisy_responses(loaded, cfg.dataset, cfg.model, cfg.paths.cache, cfg.vllm)
 
-        loaded = generate_noisy_responses(loaded, cfg.dataset, cfg.model, cfg.paths.cache, cfg.vllm)
-    check_unique_ids(loaded, cfg.dataset.name)
-    records = [r.to_dict() for r in loaded]
+
+def _write(cfg, paths: RunPaths, records: Iterable[Record], dropped: Counter) -> dict:
+    """records.jsonl as the records stream by (atomically: an error leaves no file), checked
+    against the benchmarks on the way; then the decontamination report and the summary. The
+    report is cheap, so it is always written; dropping flagged items is opt-in."""
+    from cft.data.decontam import BenchmarkNgrams
+
+    ngrams = BenchmarkNgrams(cfg.paths.benchmarks, cfg.dataset.decontam_ngram)
+    flagged: list[dict] = []
+    sources, correct = Counter(), Counter()
+
+    def rows() -> Iterator[dict]:
+        for rec in unique_ids(records, cfg.dataset.name):
+            row = rec.to_dict()
+            sources[row["noisy_source"]] += 1
+            correct[row["response_correct"]] += 1
+            if hits := ngrams.matches(row["question"]):
+                flagged.append({"id": row["id"], "matches": hits})
+                if cfg.dataset.decontaminate:
+                    continue
+            yield row
+        if not sources:
+            raise ValueError(f"dataset {cfg.dataset.name!r} produced no records; check dataset.* keys")
+
+    n_written = write_jsonl(paths.records, rows())
+    n_records = sum(sources.values())
+    write_json(paths.decontam_report, ngrams.report(n_records, flagged))
     summary = {
-        "n_records": len(records),
-        "n_duplicates_dropped": n_duplicates,
-        "noisy_sources": dict(Counter(r["noisy_source"] for r in records)),
-        "response_correct": dict(Counter(r["response_correct"] for r in records)),
+        "n_records": n_records,
+        "n_duplicates_dropped": dropped["duplicates"],
+        "noisy_sources": dict(sources),
+        "response_correct": dict(correct),
+        "contaminated": len(flagged),
     }
-    # The report is cheap, so it is always written; dropping flagged items is opt-in.
-    from cft.data.decontam import decontamination_report
-
-    report = decontamination_report(records, cfg.paths.benchmarks, cfg.dataset.decontam_ngram)
-    write_json(paths.decontam_report, report)
-    summary["contaminated"] = len(report["flagged"])
     if cfg.dataset.decontaminate:
-        flagged = {f["id"] for f in report["flagged"]}
-        records = [r for r in records if r["id"] not in flagged]
-        summary["n_records_after_decontamination"] = len(records)
-    write_jsonl(paths.records, records)
+        summary["n_records_after_decontamination"] = n_written
     write_json(paths.data_summary, summary)
     return summary
 
 
-def check_unique_ids(records: list[Record], dataset: str) -> None:
-    """Every record id once: two different examples under one id would get one critique."""
-    first: dict[str, Record] = {}
+def unique_ids(records: Iterable[Record], dataset: str) -> Iterator[Record]:
+    """The records, each id once: two different examples under one id would get one critique.
+    Holds each id with the head of its question (for the error), not the records."""
+    first: dict[str, str] = {}
     for rec in records:
-        other = first.setdefault(rec.id, rec)
-        if other is not rec:
+        if rec.id in first:
             raise ValueError(f"dataset {dataset!r}: two different records share the id {rec.id!r} "
-                             f"(questions {other.question[:60]!r} and {rec.question[:60]!r}); "
+                             f"(questions {first[rec.id]!r} and {rec.question[:60]!r}); "
                              f"record ids must be unique")
+        first[rec.id] = rec.question[:60]
+        yield rec
