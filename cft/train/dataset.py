@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -157,17 +158,30 @@ def _build(cfg, folder: Path, tmp: Path, tokenizer, examples: Iterable[dict], ke
     print(f"[cft] train: tokenizing the examples once, {threads} thread(s) ({folder})", flush=True)
     t0, cpu0 = time.time(), _cpu_s()
     template, cutoff_len = cfg.model.train_template, int(cfg.method.cutoff_len)
-    n_tokens = n_truncated = 0
+    counts = {"n_tokens": 0, "n_truncated": 0}
+
+    def encode(batch: list[dict]) -> dict:
+        return tokenize_batch([ex["prompt"] for ex in batch], [ex["target"] for ex in batch],
+                              tokenizer, template, cutoff_len)
+
+    def append(cols: dict) -> None:
+        arrow.write_batch(_record_batch(cols, schema))
+        counts["n_tokens"] += sum(map(len, cols["input_ids"]))
+        counts["n_truncated"] += sum(cols["truncated"])
+
+    # A batch encodes in a thread (the Rust encoder releases the GIL) while this one reads and
+    # writes the next batch's examples; at most two batches are held.
     with _ExamplesFile(tmp / "examples.jsonl") as text, pa.OSFile(str(tmp / "data" / "tokens.arrow"), "wb") as sink, \
-            pa.ipc.new_stream(sink, schema) as arrow:
+            pa.ipc.new_stream(sink, schema) as arrow, ThreadPoolExecutor(max_workers=1) as encoder:
+        pending = None
         for batch in _batches(examples, BATCH_SIZE):
             text.write(batch)
-            cols = tokenize_batch([ex["prompt"] for ex in batch], [ex["target"] for ex in batch],
-                                  tokenizer, template, cutoff_len)
-            arrow.write_batch(_record_batch(cols, schema))
-            n_tokens += sum(map(len, cols["input_ids"]))
-            n_truncated += sum(cols["truncated"])
-    meta = {"fingerprint": key, **text.summary(), "n_truncated": n_truncated, "n_tokens": n_tokens,
+            if pending is not None:
+                append(pending.result())
+            pending = encoder.submit(encode, batch)
+        if pending is not None:
+            append(pending.result())
+    meta = {"fingerprint": key, **text.summary(), **counts,
             "tokenized_by": {"rank": distributed.rank(), "world_size": distributed.world_size()},
             "workers": threads, "seconds": {"tokenize": round(time.time() - t0, 2)},
             "cpu_seconds": {"tokenize": round(_cpu_s() - cpu0, 2)}}
