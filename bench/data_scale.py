@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -156,6 +157,7 @@ def bench_size(n: int, work: Path, old: bool) -> dict:
     write_rows(rows, n)
     print(f"[{n}] rows: {rows} ({rows.stat().st_size / 1e9:.2f} GB, {time.time() - t:.0f} s)", flush=True)
     outputs = work / f"outputs-{n}"
+    shutil.rmtree(outputs, ignore_errors=True)  # every stage runs: nothing resumes from an earlier bench
     env = {**os.environ, "CFT_OUTPUTS": str(outputs), "WANDB_MODE": "disabled", "HF_DATASETS_OFFLINE": "1"}
     base = [sys.executable, "-m", "cft.main", "dataset=webinstruct-cft-600k", f"dataset.path={rows}",
             "dataset.limit=null", "teacher=released", "check_resources=false"]

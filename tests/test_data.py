@@ -10,7 +10,7 @@ from cft.benchmarks import SHIPPED as BENCHMARKS
 from cft.data.decontam import decontamination_report
 from cft.data.generated import generate_noisy_responses
 from cft.datasets import load_records
-from cft.io import DataError, read_jsonl
+from cft.io import DataError, read_json, read_jsonl
 from cft.records import RIGHT, UNKNOWN, WRONG
 from cft.templates import cft_fields
 
@@ -118,3 +118,79 @@ def test_generated_noisy_responses_record_their_generator(compose):
     assert all(r.noisy_source == "generated:tiny" and r.extra["generator"] == "tiny" for r in out)
     assert all(isinstance(r.noisy_response, str) for r in out)
     assert all(r.response_correct in (RIGHT, WRONG, UNKNOWN) for r in out)
+
+
+def _wide_rows(n: int, seed: int = 0) -> list[dict]:
+    """n WebInstruct-CFT rows of ~3 KB whose words are in no benchmark (none is flagged), 1 in 10
+    repeated verbatim right after (duplicates), 1 in 7 with a critique that has no verdict."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = [f"w{k}q" for k in range(300)]
+    rows = []
+    for i in range(n):
+        text = lambda k: " ".join(rng.choice(vocab) for _ in range(k))  # noqa: E731
+        critique = text(200) + ("" if i % 7 == 0 else f"\nConclusion: {rng.choice(['right', 'wrong'])} [END]")
+        rows.append({"instruction": "Please critique whether the following solution to the question is correct.\n\n",
+                     "input": f"Question:\nitem {i} {text(100)}\n\nSolution:\n{text(150)}\n", "output": critique})
+        if i % 10 == 0:
+            rows.append(dict(rows[-1]))
+    return rows
+
+
+def test_data_stage_subsample_is_the_seeded_shuffle_of_the_deduplicated_records(compose, tmp_path):
+    """dataset.limit keeps the records random.Random(dataset.seed).shuffle put first among the
+    de-duplicated ones (the stage shuffles positions and reads the data twice, holding only
+    those it keeps)."""
+    import random
+
+    from cft.data.stage import run as data_stage
+    from cft.paths import RunPaths
+    from cft.records import drop_duplicates
+
+    path = tmp_path / "wi.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _wide_rows(400)))
+    cfg = compose(["dataset=webinstruct-cft-50k", f"dataset.path={path}", "dataset.limit=150", "dataset.seed=3"])
+    summary = data_stage(cfg, RunPaths.of(cfg.run_dir))
+    loaded, n_dup = drop_duplicates(list(load_records(cfg.dataset)))
+    random.Random(3).shuffle(loaded)
+    assert read_jsonl(RunPaths.of(cfg.run_dir).records) == [r.to_dict() for r in loaded[:150]]
+    assert (summary["n_records"], summary["n_duplicates_dropped"]) == (150, n_dup) and n_dup == 40
+
+
+def test_data_and_critique_stages_do_not_hold_the_rows(compose, tmp_path, monkeypatch):
+    """teacher=released at paper scale (#24 item 4): the data and critique stages stream, so four
+    times the rows adds a small fraction of the rows' bytes to their peak Python memory (holding
+    them as records, dicts and rows cost several times their bytes)."""
+    import tracemalloc
+
+    from cft.critique.stage import run as critique_stage
+    from cft.data import decontam
+    from cft.data.stage import run as data_stage
+    from cft.paths import RunPaths
+
+    def peaks(n: int) -> tuple[int, int, int]:
+        path = tmp_path / f"wi-{n}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in _wide_rows(n, seed=n)))
+        cfg = compose(["dataset=webinstruct-cft-50k", f"dataset.path={path}", "dataset.limit=null",
+                       "teacher=released", "teacher.require_verdict=true"], run_dir=tmp_path / f"run-{n}")
+        paths = RunPaths.of(cfg.run_dir)
+        out = []
+        for stage in (data_stage, critique_stage):
+            tracemalloc.start()
+            stage(cfg, paths)
+            out.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        assert read_json(paths.data_summary)["n_records"] == n
+        assert read_json(paths.critique_summary)["reject_reasons"] == {"no verdict line": (n + 6) // 7}
+        return (*out, path.stat().st_size)
+
+    # The benchmarks' n-gram index is the same at any size: built once, untraced (traced, it is slow).
+    index = decontam.BenchmarkNgrams(compose().paths.benchmarks)
+    monkeypatch.setattr(decontam, "BenchmarkNgrams", lambda root, n: index)
+    peaks(20)  # imports (the loaders, the answer checker) happen here, not in the measured runs
+    small, large = peaks(300), peaks(1200)
+    added_bytes = large[2] - small[2]  # ~3 MB of rows
+    assert added_bytes > 2.5e6
+    for stage, a, b in (("data", small[0], large[0]), ("critique", small[1], large[1])):
+        assert b - a < 0.3 * added_bytes, f"the {stage} stage's peak grew by {(b - a) / 1e6:.1f} MB"
