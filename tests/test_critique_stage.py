@@ -169,3 +169,34 @@ def test_many_teachers_one_critique_per_response_and_teacher_with_agreement(comp
     assert per["critic-batch"]["sync_cost_usd"] == pytest.approx(2 * per["critic-batch"]["cost_usd"])
     assert per["critic-sync"]["sync_cost_usd"] == per["critic-sync"]["cost_usd"] > 0
     assert_no_secret(paths.root, FAKE_KEY)
+
+
+@pytest.mark.parametrize("filters", [["teacher.require_verdict=true", "teacher.drop_disagreements=true"],
+                                     ["teacher.keep=verdict_matches_reference"]])
+def test_released_critiques_stream_to_the_files_the_in_memory_path_writes(compose, tmp_path, monkeypatch, filters):
+    """teacher=released streams records.jsonl to critiques.jsonl and rejects.jsonl (#24 item 4);
+    its files and summary are byte for byte those of the in-memory path that list-wide filters
+    (balance_verdicts, max_critiques) still take: agreement, rejects, per-row filters, unicode."""
+    import cft.critique.stage as stage
+
+    rows = []
+    for i in range(60):
+        right = i % 3 != 0
+        verdict = ["", "\nConclusion: right [END]", "\nConclusion: wrong [END]"][i % 4 % 3]
+        rows.append({"question": f"What is {i}+1? ({'é中' if i % 5 == 0 else ''})", "answer": str(i + 1),
+                     "response": f"So $\\boxed{{{i + 1 if right else i}}}$.",
+                     "critique": f"Checked step {i} 🤔.{verdict}"})
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = compose(["dataset=jsonl", f"dataset.path={path}", "dataset.limit=null", "teacher=released", *filters])
+    paths = RunPaths.of(cfg.run_dir)
+    data(cfg, paths)
+
+    def outputs() -> list[bytes]:
+        return [p.read_bytes() for p in (paths.critiques, paths.rejects, paths.critique_summary)]
+
+    streamed = critique(cfg, paths), outputs()
+    monkeypatch.setattr(stage, "holds_all_rows", lambda teacher_cfg: True)
+    assert (critique(cfg, paths), outputs()) == streamed
+    summary = read_json(paths.critique_summary)
+    assert summary["n_agreement_checked"] > 0 and summary["n_kept"] > 0 and sum(summary["n_filtered"].values()) > 0
