@@ -194,3 +194,48 @@ def test_data_and_critique_stages_do_not_hold_the_rows(compose, tmp_path, monkey
     assert added_bytes > 2.5e6
     for stage, a, b in (("data", small[0], large[0]), ("critique", small[1], large[1])):
         assert b - a < 0.3 * added_bytes, f"the {stage} stage's peak grew by {(b - a) / 1e6:.1f} MB"
+
+
+def test_two_records_under_one_id_stop_the_data_stage_naming_both(compose, tmp_path, monkeypatch):
+    """The data stage holds ids, not records: a second record under a seen id is an error that
+    still quotes both questions (the other one read anew from the loader), and no records.jsonl."""
+    import re
+
+    import cft.data.stage as stage
+    from cft.paths import RunPaths
+    from cft.records import Record
+
+    def records(cfg):
+        for i, q in enumerate(["first question", "unrelated", "second question"]):
+            yield Record(id="dup" if i != 1 else "other", question=q, reference_answer=None,
+                         reference_solution=None, noisy_response="r", noisy_source="s")
+
+    monkeypatch.setattr(stage, "load_records", records)
+    cfg = compose(["dataset.limit=null"])
+    with pytest.raises(ValueError, match=re.escape("'dup' (questions 'first question' and 'second question')")):
+        stage.run(cfg, RunPaths.of(cfg.run_dir))
+    assert not RunPaths.of(cfg.run_dir).records.exists()
+
+
+def test_the_spooled_decontamination_report_is_the_json_write_json_writes(tmp_path):
+    """The data stage spools flagged records to disk and writes the report item by item: the
+    same bytes as json-dumping the whole report (flagged or not, non-ASCII ids)."""
+    from cft.data.decontam import BenchmarkNgrams, FlaggedSpool
+    from cft.io import write_json
+
+    ngrams = BenchmarkNgrams(BENCHMARKS, 8)
+    math500 = read_jsonl(BENCHMARKS / "math-500" / "test.jsonl")
+    questions = {"é-1": math500[3]["problem"], "clean": "nothing to see", "中-2": math500[4]["problem"] + " " +
+                 math500[9]["problem"]}
+    for flagged_ids in (list(questions), ["clean"]):
+        spool = FlaggedSpool(tmp_path / "spooled.json")
+        flagged = []
+        for rid in flagged_ids:
+            if hits := ngrams.matches(questions[rid]):
+                spool.add(rid, hits)
+                flagged.append({"id": rid, "matches": hits})
+        spool.write_report(ngrams, 3)
+        spool.close()
+        write_json(tmp_path / "whole.json", ngrams.report(3, flagged))
+        assert (tmp_path / "spooled.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+        assert len(flagged) == (2 if len(flagged_ids) == 3 else 0)

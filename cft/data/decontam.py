@@ -6,6 +6,8 @@ are compared whole.
 """
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -40,6 +42,40 @@ class BenchmarkNgrams:
 
     def report(self, n_checked: int, flagged: list[dict]) -> dict:
         return {"ngram": self.n, "benchmarks_scanned": self.scanned, "n_checked": n_checked, "flagged": flagged}
+
+
+class FlaggedSpool:
+    """The flagged records, spooled to a temp file beside `path` as they are found (a dataset
+    built from benchmark problems flags every row), then written as the report: the text
+    `cft.io.write_json(path, report)` writes (json.dump with indent=2), one item at a time."""
+
+    def __init__(self, path: Path):
+        self.path, self.n = Path(path), 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
+
+    def add(self, record_id: str, matches: list[list]) -> None:
+        self.file.write(json.dumps({"id": record_id, "matches": matches}, ensure_ascii=False) + "\n")
+        self.n += 1
+
+    def write_report(self, ngrams: BenchmarkNgrams, n_checked: int) -> None:
+        from cft.io import atomic_open
+
+        head = json.dumps(ngrams.report(n_checked, []), indent=2, ensure_ascii=False, default=str)
+        assert head.endswith('"flagged": []\n}')
+        self.file.seek(0)
+        with atomic_open(self.path) as out:
+            if not self.n:
+                out.write(head + "\n")
+                return
+            out.write(head[: -len("]\n}")] + "\n")
+            for i, line in enumerate(self.file):
+                item = json.dumps(json.loads(line), indent=2, ensure_ascii=False, default=str)
+                out.write((",\n" if i else "") + "\n".join("    " + part for part in item.split("\n")))
+            out.write("\n  ]\n}\n")
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def decontamination_report(records: Iterable[dict], benchmarks_root: str | Path, n: int = 8) -> dict:

@@ -9,7 +9,7 @@ is an error.
 
 The records stream from the loader to records.jsonl (issue #24: WebInstruct-CFT's 600K rows
 held as Python objects took GBs): what is held is bounded by the rows' count, not their text
-(a 16-byte digest per distinct row, each id with the head of its question, the flagged ids).
+(a 16-byte digest per distinct row and each id; flagged records are spooled to disk).
 Subsampling (`dataset.limit`) reads the data twice: once to count the rows, once to keep the
 seeded shuffle's first `limit` (held). Generating noisy responses holds the records, as the
 generator answers them all at once.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from cft.config import noisy_generators
 from cft.datasets import load_records
@@ -33,11 +33,11 @@ def run(cfg, paths: RunPaths) -> dict:
     dropped = Counter()
     if noisy_generators(ds):
         records: Iterable[Record] = _generated(cfg, dropped)
-    elif ds.limit is None:
-        records = _loaded(ds, dropped)
+        again = lambda: records  # noqa: E731
     else:
-        records = _subsample(ds, dropped)
-    return _write(cfg, paths, records, dropped)
+        records = _loaded(ds, dropped) if ds.limit is None else _subsample(ds, dropped)
+        again = lambda: _loaded(ds, Counter())  # noqa: E731
+    return _write(cfg, paths, records, dropped, again)
 
 
 def _loaded(ds, dropped: Counter) -> Iterator[Record]:
@@ -87,38 +87,42 @@ def _generated(cfg, dropped: Counter) -> list[Record]:
     return generate_noisy_responses(loaded, cfg.dataset, cfg.model, cfg.paths.cache, cfg.vllm)
 
 
-def _write(cfg, paths: RunPaths, records: Iterable[Record], dropped: Counter) -> dict:
+def _write(cfg, paths: RunPaths, records: Iterable[Record], dropped: Counter,
+           again: Callable[[], Iterable[Record]]) -> dict:
     """records.jsonl as the records stream by (atomically: an error leaves no file), checked
     against the benchmarks on the way; then the decontamination report and the summary. The
     report is cheap, so it is always written; dropping flagged items is opt-in."""
-    from cft.data.decontam import BenchmarkNgrams
+    from cft.data.decontam import BenchmarkNgrams, FlaggedSpool
 
     ngrams = BenchmarkNgrams(cfg.paths.benchmarks, cfg.dataset.decontam_ngram)
-    flagged: list[dict] = []
+    flagged = FlaggedSpool(paths.decontam_report)
     sources, correct = Counter(), Counter()
 
     def rows() -> Iterator[dict]:
-        for rec in unique_ids(records, cfg.dataset.name):
+        for rec in unique_ids(records, cfg.dataset.name, again):
             row = rec.to_dict()
             sources[row["noisy_source"]] += 1
             correct[row["response_correct"]] += 1
             if hits := ngrams.matches(row["question"]):
-                flagged.append({"id": row["id"], "matches": hits})
+                flagged.add(row["id"], hits)
                 if cfg.dataset.decontaminate:
                     continue
             yield row
         if not sources:
             raise ValueError(f"dataset {cfg.dataset.name!r} produced no records; check dataset.* keys")
 
-    n_written = write_jsonl(paths.records, rows())
-    n_records = sum(sources.values())
-    write_json(paths.decontam_report, ngrams.report(n_records, flagged))
+    try:
+        n_written = write_jsonl(paths.records, rows())
+        n_records = sum(sources.values())
+        flagged.write_report(ngrams, n_records)
+    finally:
+        flagged.close()
     summary = {
         "n_records": n_records,
         "n_duplicates_dropped": dropped["duplicates"],
         "noisy_sources": dict(sources),
         "response_correct": dict(correct),
-        "contaminated": len(flagged),
+        "contaminated": flagged.n,
     }
     if cfg.dataset.decontaminate:
         summary["n_records_after_decontamination"] = n_written
@@ -126,14 +130,16 @@ def _write(cfg, paths: RunPaths, records: Iterable[Record], dropped: Counter) ->
     return summary
 
 
-def unique_ids(records: Iterable[Record], dataset: str) -> Iterator[Record]:
+def unique_ids(records: Iterable[Record], dataset: str, again: Callable[[], Iterable[Record]]) -> Iterator[Record]:
     """The records, each id once: two different examples under one id would get one critique.
-    Holds each id with the head of its question (for the error), not the records."""
-    first: dict[str, str] = {}
+    Holds the ids, not the records: the error reads `again()` (the records anew) for the other
+    record's question (repeated rows were dropped before, so two records under one id differ)."""
+    seen: set[str] = set()
     for rec in records:
-        if rec.id in first:
+        if rec.id in seen:
+            first = next(r for r in again() if r.id == rec.id and same_example(r) != same_example(rec))
             raise ValueError(f"dataset {dataset!r}: two different records share the id {rec.id!r} "
-                             f"(questions {first[rec.id]!r} and {rec.question[:60]!r}); "
+                             f"(questions {first.question[:60]!r} and {rec.question[:60]!r}); "
                              f"record ids must be unique")
-        first[rec.id] = rec.question[:60]
+        seen.add(rec.id)
         yield rec

@@ -235,7 +235,7 @@ def encoder_threads() -> int:
 
 
 def _cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the tokenization workers)."""
+    """CPU seconds of this process (all its threads, the Rust encoder's included) and its finished children."""
     import resource
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
