@@ -5,7 +5,8 @@ tokenize-once path (cft/train/dataset.py: one pass, the Rust encoder over batche
 Arrow stream file that every rank maps).
 
     python bench/data_scale.py                        # 60K and 120K rows
-    python bench/data_scale.py --rows 600000 --no-old # the new path alone (the old one needs ~27 GB)
+    python bench/data_scale.py --rows 600000 --no-old # the new path alone (the old one needs ~19 GB)
+    python bench/data_scale.py --rows 60000 120000 600000 --old-up-to 120000
 
 Per size, each stage runs as `python -m cft.main ... stages=[<stage>]` in a process of its own
 (tiny model, dataset=webinstruct-cft-600k dataset.path=<rows> teacher=released,
@@ -233,11 +234,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[60_000, 120_000])
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench-data-scale")
     parser.add_argument("--no-old", action="store_true", help="skip the per-example path (its memory grows with the rows)")
+    parser.add_argument("--old-up-to", type=int, default=None,
+                        help="run the per-example path only for sizes up to this many rows")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.rows:
-        results.append(bench_size(n, args.work, not args.no_old))
+        old = not args.no_old and (args.old_up_to is None or n <= args.old_up_to)
+        results.append(bench_size(n, args.work, old))
         (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
     if len(results) > 1:
