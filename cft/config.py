@@ -18,11 +18,11 @@ class ModelConfig:
     name: str = MISSING
     # HF hub id or local directory. Empty for models built from `arch` (tiny).
     path: str = ""
-    # Another run's weights instead (cft.models.run_weights): its run directory, or a glob that
-    # matches exactly one (a cell of another sweep, e.g. ".../multirun/table2/*method=cft,model=
-    # qwen2.5-math-7b,seed=42"); its selected checkpoint when it selected one, else its final model.
-    # A table cell that evaluates (or further trains) a model another table trained, without paying
-    # for that training again.
+    # Another run's weights instead (cft.models.run_weights): its run directory, or "SWEEP
+    # key=value ...", the one run of outputs/multirun/SWEEP with those config values, e.g.
+    # "table2 model=qwen2.5-math-7b method=cft seed=42"; its selected checkpoint when it selected
+    # one, else its final model. Resolved into `path` before any work. A table cell that evaluates
+    # (or trains further) a model another table trained, without paying for that training again.
     from_run: str = ""
     # "pretrained": load `path`; "random": build from `arch` + a locally trained tokenizer.
     init: str = "pretrained"
@@ -453,11 +453,31 @@ def register_configs() -> None:
         from cft.benchmarks import SHIPPED
 
         OmegaConf.register_new_resolver("shipped_benchmarks", lambda: str(SHIPPED))
+    if not OmegaConf.has_resolver("job_dir"):
+        OmegaConf.register_new_resolver("job_dir", job_dir)
     if not OmegaConf.has_resolver("shipped_datasets"):  # small datasets shipped in cft/datasets/data
         from pathlib import Path
 
         OmegaConf.register_new_resolver("shipped_datasets",
                                         lambda: str(Path(__file__).resolve().parent / "datasets" / "data"))
+
+
+JOB_DIR_MAX = 120  # characters of a --multirun job dir name (a file name is at most 255 bytes)
+
+
+def job_dir(num, overrides: str) -> str:
+    """A --multirun job's subdir: `<job number>_<its overrides>`, stable across requeues, with
+    "/" (a path or an HF id in an override) kept out so the job dir is one directory, and names
+    longer than JOB_DIR_MAX cut with a hash of the whole (a long override list, a temp path,
+    overflowed the 255-byte file-name limit and the job failed before its first stage). Runs are
+    found by their config.yaml (cft.report, model.from_run), never by their dir name."""
+    import hashlib
+
+    name = f"{num}_{overrides}".replace("/", "%2F")
+    if len(name) <= JOB_DIR_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:JOB_DIR_MAX - 11]}~{digest}"
 
 
 def compose_config(overrides=(), return_hydra_config: bool = False) -> DictConfig:
