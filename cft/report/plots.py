@@ -100,8 +100,9 @@ def accuracy_bars(table: Table, out: Path, title: str) -> Path | None:
 
 
 def selection_curves(table: Table, out: Path, title: str) -> Path | None:
-    """MATH-500 accuracy vs checkpoint step for runs with eval/selection.json; None when none."""
-    curves = []
+    """Selection-set accuracy (eval.select_benchmark: held-out MATH by default) vs checkpoint step
+    for runs with eval/selection.json; None when none."""
+    curves, benchmarks = [], set()
     for r in table.rows:
         path = RunPaths.of(r.run.run_dir).selection
         if path.exists():
@@ -114,6 +115,7 @@ def selection_curves(table: Table, out: Path, title: str) -> Path | None:
                 continue
             if points:
                 curves.append((row_label(table, r), points, best))
+                benchmarks.add(str(selection.get("benchmark", "selection set")))
     if not curves:
         return None
     plt = _pyplot()
@@ -122,7 +124,7 @@ def selection_curves(table: Table, out: Path, title: str) -> Path | None:
         line, = ax.plot(*zip(*points), marker="o", label=label)
         ax.scatter([step], [acc], marker="*", s=160, color=line.get_color(), zorder=3)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set(xlabel="checkpoint step", ylabel="MATH-500 accuracy (%)",
+    ax.set(xlabel="checkpoint step", ylabel=f"{' / '.join(sorted(benchmarks))} accuracy (%)",
            title=f"Checkpoint selection (★ = selected) — {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
