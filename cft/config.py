@@ -24,6 +24,12 @@ class ModelConfig:
     # one, else its final model. Resolved into `path` before any work. A table cell that evaluates
     # (or trains further) a model another table trained, without paying for that training again.
     from_run: str = ""
+    # Set by the pipeline with from_run: a hash of the referenced run's marker for those weights.
+    from_run_id: str = ""
+    # Which weights of this family a `weights=` choice loaded: "" (the model group's own, or a
+    # run's training), a released fine-tune (`weights=acemath-7b-instruct`), or another run's model
+    # (`weights=cft-table2`). The paper's rows of table3/table4 are matched on it.
+    release: str = ""
     # "pretrained": load `path`; "random": build from `arch` + a locally trained tokenizer.
     init: str = "pretrained"
     arch: dict[str, Any] = field(default_factory=dict)
@@ -466,14 +472,17 @@ JOB_DIR_MAX = 120  # characters of a --multirun job dir name (a file name is at 
 
 
 def job_dir(num, overrides: str) -> str:
-    """A --multirun job's subdir: `<job number>_<its overrides>`, stable across requeues, with
-    "/" (a path or an HF id in an override) kept out so the job dir is one directory, and names
-    longer than JOB_DIR_MAX cut with a hash of the whole (a long override list, a temp path,
-    overflowed the 255-byte file-name limit and the job failed before its first stage). Runs are
+    """A --multirun job's subdir: its overrides (the swept values and the command line's, less
+    hydra.job.config.override_dirname.exclude_keys), so the same cell finds the same directory
+    whatever else the sweep holds (the job number changes when a sweep is narrowed or widened:
+    `seed=42` first and the full grid later retrained the same cell in a second directory). "/"
+    (a path or an HF id in an override) is kept out so the job dir is one directory, and a name
+    longer than JOB_DIR_MAX is cut and ends in a hash of the whole (a long override list
+    overflowed the 255-byte file-name limit). `num` only names a job without overrides. Runs are
     found by their config.yaml (cft.report, model.from_run), never by their dir name."""
     import hashlib
 
-    name = f"{num}_{overrides}".replace("/", "%2F")
+    name = overrides.replace("/", "%2F") or f"job{num}"
     if len(name) <= JOB_DIR_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]

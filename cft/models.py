@@ -85,15 +85,50 @@ def run_weights(spec: str, output_root: str | None = None) -> Path:
         found = "no run" if not matches else f"{len(matches)} runs: {', '.join(map(str, matches[:4]))}"
         raise ConfigError(f"model.from_run={spec!r} must name exactly one finished run; found {found} "
                           f"(run that table's command first)")
-    paths = RunPaths.of(matches[0])
-    if paths.selection.exists():
-        best = Path(read_json(paths.selection)["best"]["path"])
-        if (best / "config.json").exists():
-            return best
-    if (paths.final_model / "config.json").exists():
+    return reported_weights(RunPaths.of(matches[0]), spec)
+
+
+def reported_weights(paths, spec: str) -> Path:
+    """The weights a run reports, only once they are final: its selected checkpoint when the run
+    selects one (its eval stage finished after its last training, so selection.json is about the
+    weights that training wrote), else train/final once its train stage finished. Never a
+    fallback from one to the other: a run still scoring its snapshots, or retrained since, is a
+    ConfigError that says so."""
+    from omegaconf import OmegaConf
+
+    from cft.io import read_json
+    from cft.validation import ConfigError
+
+    key = f"model.from_run={spec!r}"
+    train_done = paths.stage_done("train")
+    if not train_done.exists() or not (paths.final_model / "config.json").exists():
+        raise ConfigError(f"{key}: {paths.root} has no trained weights yet (its train stage has not finished)")
+    if not OmegaConf.select(OmegaConf.load(paths.resolved_config), "eval.select_checkpoint", default=False):
         return paths.final_model
-    raise ConfigError(f"model.from_run={spec!r}: {paths.root} has no trained weights "
-                      f"({paths.final_model} is missing: its train stage has not finished)")
+    eval_done = paths.stage_done("eval")
+    if not eval_done.exists() or eval_done.stat().st_mtime < train_done.stat().st_mtime or not paths.selection.exists():
+        raise ConfigError(f"{key}: {paths.root} selects a checkpoint, and its eval stage has not finished "
+                          f"since its last training: wait for it (its reported weights are not known yet)")
+    best = Path(read_json(paths.selection)["best"]["path"])
+    if not (best / "config.json").exists():
+        raise ConfigError(f"{key}: {paths.root}'s selected weights {best} are missing")
+    return best
+
+
+def weights_id(weights: Path) -> str:
+    """What identifies a run's reported weights beyond their path: a hash of the run's stage
+    marker that vouches for them (eval's for a selected checkpoint, train's for train/final),
+    whose recorded output hashes change whenever the weights or their selection do."""
+    import hashlib
+
+    from cft.paths import RunPaths
+
+    for parent in weights.parents:
+        if (parent / "config.yaml").exists() and (parent / "run_info.json").exists():
+            paths = RunPaths.of(parent)
+            marker = paths.stage_done("train" if weights == paths.final_model else "eval")
+            return hashlib.sha256(marker.read_bytes()).hexdigest()[:16]
+    return ""
 
 
 # `model.from_run` keys that name a config group's choice (compared with `<group>.name`).

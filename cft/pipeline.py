@@ -44,7 +44,7 @@ DEPENDS = {
     "data": ["dataset", "paths.benchmarks"],
     "critique": ["teacher", "method.target", "method.keep", "seed"],
     "train": ["model", "method", "seed", "deepspeed", "peft"],
-    "eval": ["eval", "model.eval_template", "model.path", "model.train_template", "vllm.dtype",
+    "eval": ["eval", "model.eval_template", "model.path", "model.from_run_id", "model.train_template", "vllm.dtype",
              "vllm.max_model_len", "vllm.seed"],
     "report": [],
 }
@@ -72,15 +72,18 @@ def check_inputs(cfg: DictConfig, paths: RunPaths, stage: str) -> None:
 
 def resolve_from_run(cfg: DictConfig) -> None:
     """model.from_run -> model.path (and init pretrained): the weights that run reports, found
-    now, so config.yaml records both the reference and the directory it resolved to, and the
-    eval stage re-runs when that run's reported weights change (model.path is in its DEPENDS)."""
+    now, so config.yaml records both the reference and the directory it resolved to; and
+    model.from_run_id, the hash of the marker that vouches for them, so the eval stage (and a
+    train stage that starts from them) re-runs when that run retrains or reselects, even when the
+    path stays the same."""
     from omegaconf import open_dict
 
-    from cft.models import run_weights
+    from cft.models import run_weights, weights_id
 
     weights = run_weights(cfg.model.from_run, cfg.paths.output_root)
     with open_dict(cfg):
         cfg.model.path, cfg.model.init = str(weights), "pretrained"
+        cfg.model.from_run_id = weights_id(weights)
     print(f"[cft] model.from_run {cfg.model.from_run!r}: {weights}", flush=True)
 
 

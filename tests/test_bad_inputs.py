@@ -26,7 +26,7 @@ ROW = json.dumps({"question": "1+1?", "response": "2"})
 BAD_INPUTS = [
     # `+` adds a key Hydra refuses without it; nothing reads it.
     ("config", ["+method.learning_rate=-7"], "method.learning_rate is not a key of section method"),
-    ("config", ["+model.dtpye=float32"], "its keys are: name, path, from_run, init"),
+    ("config", ["+model.dtpye=float32"], "its keys are: name, path, from_run, from_run_id, release, init"),
     ("config", ["++method.learning_rate=1e-5"], "method.learning_rate is not a key of section method"),
     ("config", ["+lr=1e-5"], "lr is not a key of the config"),
     # Sizes and rates: a late crash, a ZeroDivisionError, or silently nothing.

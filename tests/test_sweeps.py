@@ -120,10 +120,54 @@ def test_job_dirs_are_stable_and_collision_free(tmp_path):
     for d in dirs:
         overrides = yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
         assert "stages=[]" in overrides and any(o.startswith("method=") for o in overrides)
-        assert d.name.split("_", 1)[0].isdigit()
+        assert d.name == ",".join(sorted(o for o in overrides if not o.startswith("stages=")))
     # The sweep's table, written by the --multirun itself (cft.report.callback): no stage ran, so
     # every job is a failed row that says why, not a missing one.
     for sweep_dir in {d.parent for d in dirs}:
         table = (sweep_dir / "report" / "results_table.md").read_text()
         jobs = [d for d in dirs if d.parent == sweep_dir]
         assert all(f"{d.name}/results.json: missing" in table for d in jobs), table
+
+
+_COMPOSED: dict = {}
+
+
+def _cells(compose, experiment: str) -> list[tuple[list[str], dict]]:
+    """(cell overrides, flattened resolved config) of every job of a grid, composed once."""
+    from cft.report.tables import _flatten
+
+    if experiment not in _COMPOSED:
+        _COMPOSED[experiment] = [(cell, _flatten(OmegaConf.to_container(
+            compose([f"+experiment={experiment}", *cell]), resolve=True))) for cell in grid_cells(experiment)]
+    return _COMPOSED[experiment]
+
+
+TABLES = [e for e in EXPERIMENTS if e.startswith(("table", "v2-")) and
+          (yaml.safe_load((ROOT / "conf" / "experiment" / f"{e}.yaml").read_text()).get("report") or {}).get("paper")]
+
+
+@pytest.mark.parametrize("experiment", TABLES)
+def test_every_cell_of_a_table_sits_beside_its_own_paper_row(compose, experiment):
+    """Each cell a table runs, and each cell it reuses from another table, lands on the paper row
+    it reproduces (the report prints that row under it), one row per cell apart from seeds: the
+    composed config of the real models, not the tiny stand-in the CPU runs use."""
+    from cft.report.paper import PaperRow, _values
+
+    raw = yaml.safe_load((ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
+    table = paper_table(raw["report"]["paper"])
+    cells = [(f"{experiment}: {c}", flat) for c, flat in _cells(compose, experiment)]
+    for entry in raw["report"].get("reuse") or []:
+        own_model = cells[0][1]["model.name"]
+        where = PaperRow("reuse", {k: _values(own_model if v == "${model.name}" else v)
+                                   for k, v in entry["where"].items()}, {}, None, 0)
+        reused = [(f"{entry['sweep']}: {c}", flat) for c, flat in _cells(compose, entry["sweep"])
+                  if where.matches(flat)]
+        assert reused, (experiment, entry)
+        cells += reused
+    rows = {}
+    for name, flat in cells:
+        row = table.row_for(flat)
+        assert row is not None, f"{name} matches no row of the paper's {table.id}"
+        rows.setdefault(row.label, set()).add(str({k: v for k, v in flat.items() if k not in ("seed", "run_name")
+                                                   and not k.startswith(("hydra", "run_dir"))}))
+    assert all(len(configs) == 1 for configs in rows.values()), {k: len(v) for k, v in rows.items()}

@@ -64,9 +64,14 @@ class PaperTable:
         return best[0]
 
 
+# Config groups whose choice a row names by the group (`model: qwen2.5-math-7b` is model.name).
+GROUPS = ("model", "dataset", "method", "teacher", "eval", "recipe", "deepspeed", "peft", "cluster")
+
+
 def config_key(key: str) -> str:
-    """A row label's key as the flattened config has it: `model` -> `model.name`."""
-    return key if "." in key else f"{key}.name"
+    """A row label's key as the flattened config has it: `model` -> `model.name`; a top-level
+    key that is no group (`seed`) is itself."""
+    return f"{key}.name" if key in GROUPS else key
 
 
 def _agrees(value, accepted: tuple[str, ...]) -> bool:

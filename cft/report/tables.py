@@ -42,7 +42,7 @@ from cft.report import sweep
 
 DISPLAY = {"math": "MATH", "math-500": "MATH-500", "minerva_math": "Minerva-Math", "gsm8k": "GSM8K",
            "olympiadbench": "OlympiadBench", "aime24": "AIME24", "amc23": "AMC23",
-           "theoremqa": "TheoremQA", "gpqa": "GPQA", "mmlu-pro": "MMLU-Pro", "aime25": "AIME25",
+           "theoremqa": "TheoremQA", "gpqa": "GPQA", "mmlu_pro": "MMLU-Pro", "aime25": "AIME25",
            "ifeval-strict": "IFEval (strict)", "ifeval-loose": "IFEval (loose)", "mt-bench": "MT-Bench"}
 METHOD_ORDER = ["sft", "sft-verified", "sft-teacher", "cft", "cft-sft"]
 SFT_METHODS = ("sft", "sft-verified", "sft-teacher")
