@@ -160,3 +160,55 @@ def test_a_label_split_by_an_unquoted_comma_is_refused(tmp_path):
                                      "    columns: [math]\n    rows:\n      - {label: Direct, T=0.1, scores: [1.0]}\n")
     with pytest.raises(paper.PaperError, match=r"p\.yaml:8: .*unknown fields \['T=0\.1'\].*quote a label"):
         paper.tables(tmp_path)
+
+
+def _finished_run(root: Path, name: str, seed: int, select: bool) -> "RunPaths":
+    """A run dir as the pipeline leaves it (config, markers, weights), without training."""
+    import json
+    import os
+
+    from cft.paths import RunPaths
+
+    paths = RunPaths.of(root / "multirun" / "table2" / name)
+    (paths.final_model).mkdir(parents=True)
+    (paths.final_model / "config.json").write_text("{}")
+    paths.root.joinpath("config.yaml").write_text(yaml.safe_dump(
+        {"model": {"name": "qwen2.5-math-7b"}, "method": {"name": "cft"}, "seed": seed,
+         "eval": {"select_checkpoint": select}}))
+    paths.root.joinpath("run_info.json").write_text("{}")
+    paths.stages_dir.mkdir(parents=True, exist_ok=True)
+    paths.stage_done("train").write_text(json.dumps({"outputs": {"model/config.json": {"sha256": "a"}}}))
+    os.utime(paths.stage_done("train"), (1_000, 1_000))
+    return paths
+
+
+def test_from_run_takes_the_selected_weights_only_once_selection_finished(tmp_path):
+    """model.from_run never falls back to train/final while the referenced run still scores its
+    snapshots, nor uses a selection older than its last training (retrained since)."""
+    import json
+    import os
+
+    from cft.models import run_weights, weights_id
+    from cft.validation import ConfigError
+
+    spec = "table2 model=qwen2.5-math-7b method=cft seed=42"
+    paths = _finished_run(tmp_path, "method=cft,seed=42", 42, select=True)
+    _finished_run(tmp_path, "method=cft,seed=43", 43, select=True)  # another seed: not matched
+    with pytest.raises(ConfigError, match="eval stage has not finished"):
+        run_weights(spec, str(tmp_path))
+    best = paths.root / "train" / "snapshots" / "step-6"
+    best.mkdir(parents=True)
+    (best / "config.json").write_text("{}")
+    paths.eval_dir.mkdir(parents=True)
+    paths.selection.write_text(json.dumps({"best": {"path": str(best), "step": 6}}))
+    paths.stage_done("eval").write_text(json.dumps({"outputs": {"eval/selection.json": {"sha256": "b"}}}))
+    assert run_weights(spec, str(tmp_path)) == best
+    before = weights_id(best)
+    paths.stage_done("eval").write_text(json.dumps({"outputs": {"eval/selection.json": {"sha256": "c"}}}))
+    assert weights_id(best) != before  # reselected: dependent cells see other weights
+    os.utime(paths.stage_done("train"), None)  # retrained after that selection
+    os.utime(paths.stage_done("eval"), (2_000, 2_000))
+    with pytest.raises(ConfigError, match="eval stage has not finished"):
+        run_weights(spec, str(tmp_path))
+    with pytest.raises(ConfigError, match="found no run"):
+        run_weights("table2 model=qwen2.5-math-7b method=sft seed=42", str(tmp_path))
