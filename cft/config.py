@@ -189,6 +189,7 @@ class TeacherEntry:
     max_tokens: Optional[int] = None
     price_prompt_per_mtok: Optional[float] = None
     price_completion_per_mtok: Optional[float] = None
+    reasoning: Optional[bool] = None
 
 
 @dataclass
@@ -205,6 +206,9 @@ class TeacherConfig:
     solution_prompt: str = "solution-v1"
     temperature: float = 0.3
     top_p: float = 0.95
+    # An OpenAI reasoning model (o1, o3...): requests carry only max_completion_tokens (they
+    # reject temperature/top_p/max_tokens). null: by model id (cft.critique.api.is_reasoning_model).
+    reasoning: Optional[bool] = None
     max_tokens: int = 3200
     concurrency: int = 32
     requests_per_minute: int = 5000

@@ -70,7 +70,16 @@ def error(status: int, message: str, etype: str = "invalid_request_error",
 
 def request_hash(body: dict) -> str:
     return body_hash(body["model"], body["messages"], body.get("temperature", 1.0),
-                     body.get("top_p", 1.0), body.get("max_tokens", 16))
+                     body.get("top_p", 1.0), _max_tokens(body))
+
+
+def _max_tokens(body: dict) -> int:
+    return int(body.get("max_tokens", body.get("max_completion_tokens", 16)))
+
+
+# As the API answers a reasoning model (o1, o3, o4-mini) asked with a chat model's sampling fields.
+REASONING_PREFIXES = ("o1", "o3", "o4")
+REASONING_REJECTS = ("temperature", "top_p", "max_tokens")
 
 
 class FakeServer:
@@ -105,7 +114,7 @@ class FakeServer:
         verdict = "right" if int(h[:8], 16) % 2 else "wrong"
         analysis = (f"Let me check the student's solution step by step (ref {h[:12]}). "
                     "The setup is reasonable and the arithmetic in each step follows. ") * 3
-        max_tokens = int(body.get("max_tokens", 16))
+        max_tokens = _max_tokens(body)
         if truncated:
             text, finish, completion_tokens = analysis[: 4 * max_tokens], "length", max_tokens
         else:
@@ -152,6 +161,11 @@ class FakeOpenAI(FakeServer):
         u = random.Random(f"{o.seed}:{h}:{n}").random()
         if o.latency_s:
             await asyncio.sleep(o.latency_s)
+        unsupported = [k for k in REASONING_REJECTS if k in body] \
+            if str(body["model"]).startswith(REASONING_PREFIXES) else []
+        if unsupported:
+            self.faults["400"] += 1
+            return error(400, f"Unsupported parameter: '{unsupported[0]}' is not supported with this model.")
         if BAD_REQUEST in text_in:
             self.faults["400"] += 1
             return error(400, "This model's maximum context length is exceeded.")

@@ -240,6 +240,26 @@ def test_rerun_calls_only_for_changed_items(tmp_path):
             assert len(store) == 25 * 4
 
 
+def test_a_reasoning_model_is_asked_without_the_sampling_fields_it_rejects(tmp_path):
+    """o1 / o3-mini reject temperature, top_p and max_tokens with a 400 (the server answers as the
+    API does): asked as a chat model, every request failed (One-Shot CFT's o3-mini and o1
+    teachers); asked with max_completion_tokens alone, all succeed, synchronously and in a Batch
+    API input file alike. teacher.reasoning=false forces the chat form."""
+    from cft.critique.batch_files import request_line
+
+    with ServerProcess(seed=5) as srv:
+        o3 = teacher_cfg(srv.base_url, model="o3-mini-2025-01-31", max_attempts=1)
+        assert run_teacher(o3, teacher_requests(o3, 4), tmp_path)["done"] == 4
+        assert srv.stats()["faults"].get("400", 0) == 0
+        forced = teacher_cfg(srv.base_url, model="o3-mini-2025-01-31", max_attempts=1, reasoning=False)
+        stats = run_teacher(forced, teacher_requests(forced, 2), tmp_path / "chat")
+        assert stats["done"] == 0 and srv.stats()["faults"]["400"] == 2
+    body = json.loads(request_line(o3, teacher_requests(o3, 1)[0]))["body"]
+    assert body["max_completion_tokens"] == 256 and not {"temperature", "top_p", "max_tokens"} & set(body)
+    chat = json.loads(request_line(teacher_cfg("http://x"), teacher_requests(o3, 1)[0]))["body"]
+    assert (chat["temperature"], chat["top_p"], chat["max_tokens"]) == (0.3, 0.95, 256)
+
+
 # --- (d) the API key --------------------------------------------------------------------------
 
 def test_missing_key_names_the_variable_and_sends_nothing(tmp_path, monkeypatch):

@@ -52,6 +52,31 @@ def read_api_key(env_var: str) -> str:
     return value
 
 
+# OpenAI's reasoning models (o1, o3, o4-mini...) reject `temperature`, `top_p` and `max_tokens`
+# ("Unsupported parameter"); they take `max_completion_tokens`, which also bounds their hidden
+# reasoning tokens. Recognised by model id unless `teacher.reasoning` says.
+_REASONING_PREFIXES = ("o1", "o3", "o4")
+
+
+def is_reasoning_model(cfg: Any) -> bool:
+    explicit = getattr(cfg, "reasoning", None)
+    if explicit is not None:
+        return bool(explicit)
+    return str(cfg.model).split("/")[-1].startswith(_REASONING_PREFIXES)
+
+
+def request_body(cfg: Any, messages: Sequence[dict]) -> dict:
+    """The chat-completions body of one critique request, the same for the synchronous client and
+    the Batch API's input file: the sampling fields a chat model takes, or, for a reasoning model,
+    only `max_completion_tokens` (it samples at its own fixed settings)."""
+    body = {"model": cfg.model, "messages": list(messages)}
+    if is_reasoning_model(cfg):
+        body["max_completion_tokens"] = int(cfg.max_tokens)
+    else:
+        body.update(temperature=float(cfg.temperature), top_p=float(cfg.top_p), max_tokens=int(cfg.max_tokens))
+    return body
+
+
 def estimate_tokens(messages: Sequence[dict], max_tokens: int) -> int:
     """What a request costs against the tokens-per-minute quota, before it is sent.
 
@@ -282,10 +307,7 @@ class OpenAITeacher:
 
         cfg = self.cfg
         try:
-            resp = await client.chat.completions.create(
-                model=cfg.model, messages=req.messages, temperature=float(cfg.temperature),
-                top_p=float(cfg.top_p), max_tokens=int(cfg.max_tokens),
-            )
+            resp = await client.chat.completions.create(**request_body(cfg, req.messages))
         except openai.APITimeoutError:
             return _Outcome("retry", "timeout")
         except openai.APIConnectionError as e:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from cft.critique.api import TeacherError
+from cft.critique.api import TeacherError, request_body
 from cft.critique.base import Request
 from cft.store import _take_lock
 
@@ -58,8 +58,7 @@ class BatchLog:
 
 def request_line(cfg: Any, req: Request) -> bytes:
     """One JSONL line of a batch input file: the synchronous request's body, keyed by store key."""
-    body = {"model": cfg.model, "messages": req.messages, "temperature": float(cfg.temperature),
-            "top_p": float(cfg.top_p), "max_tokens": int(cfg.max_tokens)}
+    body = request_body(cfg, req.messages)
     line = {"custom_id": req.key, "method": "POST", "url": ENDPOINT, "body": body}
     return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
 
