@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from types import SimpleNamespace
 
 from omegaconf import OmegaConf
 
@@ -189,14 +190,15 @@ def run(cfg, paths: RunPaths) -> dict:
 
     kept, rejects = [], []
     verdicts: dict[str, dict[str, str]] = {}
+    needs_verdict = target == "critique" and bool(cfg.teacher.require_verdict)
     for t in teachers:
         stats = teacher_stats.get(t.name, {}) if multi else teacher_stats
         why_failed = {f["key"]: f for f in stats.get("failures", [])}
         keys = [r.key for r in build_requests(cfg, records, t, multi)] if why_failed else []
-        verdicts[t.name] = {}
+        verdicts[t.name], plain = {}, _plain(t)
         for i, (rec, result) in enumerate(zip(records, results[t.name])):
             failure = why_failed.get(keys[i]) if keys and result is None else None
-            row, reject = _decide(cfg, t, rec, result, failure, multi)
+            row, reject = _decide(target, needs_verdict, plain, rec, result, failure, multi)
             if reject is not None:
                 rejects.append(reject)
                 continue
@@ -227,16 +229,24 @@ def run(cfg, paths: RunPaths) -> dict:
     return _finish(paths, summary, multi)
 
 
-def _decide(cfg, t, rec: dict, result: dict | None, failure: dict | None, multi: bool) -> tuple[dict | None, dict | None]:
-    """(the critique row, None), or (None, the reject) for one record's teacher output."""
-    target = cfg.method.target
+def _plain(teacher_cfg) -> SimpleNamespace:
+    """A teacher config as plain attributes: read once per row at 600K rows, OmegaConf's
+    attribute access costs more than the row's own work."""
+    fields = OmegaConf.to_container(teacher_cfg, resolve=True) if OmegaConf.is_config(teacher_cfg) else dict(teacher_cfg)
+    return SimpleNamespace(**fields)
+
+
+def _decide(target: str, needs_verdict: bool, t: SimpleNamespace, rec: dict, result: dict | None,
+            failure: dict | None, multi: bool) -> tuple[dict | None, dict | None]:
+    """(the critique row, None), or (None, the reject) for one record's output from teacher `t`;
+    `needs_verdict`: a critique without a verdict line is rejected (teacher.require_verdict)."""
     who = {"teacher": t.name} if multi else {}
     if result is None:
         reason = (f"no result after {failure['attempts']} attempt(s): {failure['reason']}"
                   if failure else "no result (attempts exhausted)")
         return None, {"id": rec["id"], **who, "reason": reason}
     reason = ("reference check undecided" if result.get("finish_reason") == "undecided"
-              else reject_reason(result, needs_verdict=target == "critique" and cfg.teacher.require_verdict))
+              else reject_reason(result, needs_verdict=needs_verdict))
     if reason:
         return None, {"id": rec["id"], **who, "reason": reason, "text": result.get("text", "")}
     row = dict(rec, **{OUTPUT_FIELD[target]: result["text"]}, teacher=t.name,
@@ -266,17 +276,18 @@ def _run_streaming(cfg, paths: RunPaths) -> dict:
     and summary as the in-memory path (tests/test_critique_stage.py compares them)."""
     from cft.io import atomic_open, iter_jsonl
 
-    target, t = cfg.method.target, cfg.teacher
+    target, t, seed = cfg.method.target, _plain(cfg.teacher), cfg.seed
+    needs_verdict, verified_only = target == "critique" and bool(t.require_verdict), cfg.method.keep == "verified"
     n_records = n_checked = n_agree = 0
     kept, rejects = _Tally(), _Tally()
     filtered: dict = {}
     with atomic_open(paths.rejects) as rejects_file, atomic_open(paths.critiques) as kept_file:
         for rec in iter_jsonl(paths.records):
-            if cfg.method.keep == "verified" and not is_verified(rec):
+            if verified_only and not is_verified(rec):
                 continue
             n_records += 1
             (result,) = _released([rec])
-            row, reject = _decide(cfg, t, rec, result, None, False)
+            row, reject = _decide(target, needs_verdict, t, rec, result, None, False)
             if reject is not None:
                 rejects.add(reject, rejects_file)
                 continue
@@ -285,7 +296,7 @@ def _run_streaming(cfg, paths: RunPaths) -> dict:
                 n_agree += row["agrees_with_reference"]
             if target == "critique":
                 dropped: dict = {}
-                rows = apply_filters([row], t, cfg.seed, dropped)
+                rows = apply_filters([row], t, seed, dropped)
                 for k, v in dropped.items():
                     filtered[k] = filtered.get(k, 0) + v
             else:

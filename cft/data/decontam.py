@@ -55,10 +55,14 @@ class FlaggedSpool:
         self.file = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.path.parent)
 
     def add(self, record_id: str, matches: list[list]) -> None:
-        self.file.write(json.dumps({"id": record_id, "matches": matches}, ensure_ascii=False) + "\n")
+        """Spool the item as the report's text: json.dumps(indent=2), indented two levels."""
+        item = json.dumps({"id": record_id, "matches": matches}, indent=2, ensure_ascii=False, default=str)
+        self.file.write((",\n" if self.n else "") + "\n".join("    " + line for line in item.split("\n")))
         self.n += 1
 
     def write_report(self, ngrams: BenchmarkNgrams, n_checked: int) -> None:
+        import shutil
+
         from cft.io import atomic_open
 
         head = json.dumps(ngrams.report(n_checked, []), indent=2, ensure_ascii=False, default=str)
@@ -69,9 +73,7 @@ class FlaggedSpool:
                 out.write(head + "\n")
                 return
             out.write(head[: -len("]\n}")] + "\n")
-            for i, line in enumerate(self.file):
-                item = json.dumps(json.loads(line), indent=2, ensure_ascii=False, default=str)
-                out.write((",\n" if i else "") + "\n".join("    " + part for part in item.split("\n")))
+            shutil.copyfileobj(self.file, out)
             out.write("\n  ]\n}\n")
 
     def close(self) -> None:

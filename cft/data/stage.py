@@ -46,13 +46,24 @@ def _loaded(ds, dropped: Counter) -> Iterator[Record]:
     seen: set[bytes] = set()
     wanted = set(ds.problems) if ds.problems else None
     for rec in load_records(ds):
-        digest = hashlib.blake2b(repr(same_example(rec)).encode(), digest_size=16).digest()
+        digest = _digest(same_example(rec))
         if digest in seen:
             dropped["duplicates"] += 1
             continue
         seen.add(digest)
         if wanted is None or rec.id.split("|")[0] in wanted:
             yield rec
+
+
+def _digest(fields: tuple) -> bytes:
+    """16 bytes that tell one `same_example` tuple (strings or None) from another: each field
+    length-prefixed, so no two tuples share the hashed bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for field in fields:
+        data = b"" if field is None else field.encode("utf-8", "surrogatepass")
+        h.update(b"\x00" if field is None else len(data).to_bytes(8, "little") + b"\x01")
+        h.update(data)
+    return h.digest()
 
 
 def _subsample(ds, dropped: Counter) -> Iterator[Record]:
@@ -97,6 +108,7 @@ def _write(cfg, paths: RunPaths, records: Iterable[Record], dropped: Counter,
     ngrams = BenchmarkNgrams(cfg.paths.benchmarks, cfg.dataset.decontam_ngram)
     flagged = FlaggedSpool(paths.decontam_report)
     sources, correct = Counter(), Counter()
+    decontaminate = bool(cfg.dataset.decontaminate)
 
     def rows() -> Iterator[dict]:
         for rec in unique_ids(records, cfg.dataset.name, again):
@@ -105,7 +117,7 @@ def _write(cfg, paths: RunPaths, records: Iterable[Record], dropped: Counter,
             correct[row["response_correct"]] += 1
             if hits := ngrams.matches(row["question"]):
                 flagged.add(row["id"], hits)
-                if cfg.dataset.decontaminate:
+                if decontaminate:
                     continue
             yield row
         if not sources:
