@@ -33,6 +33,8 @@ def test_every_option_composes(compose, group, tmp_path):
         if group == "dataset" and option == "jsonl":
             (tmp_path / "x.jsonl").touch()
             overrides.append(f"dataset.path={tmp_path / 'x.jsonl'}")
+        if group == "dataset" and option == "one-shot-pi1":  # a problem without responses: generate them
+            overrides.append("dataset.noisy_generator=tiny")
         if group == "teacher" and option == "openai":
             overrides += ["teacher.base_url=http://127.0.0.1:1/v1", "teacher.model=m"]
         if group == "cluster" and option.startswith("slurm"):

@@ -25,8 +25,8 @@ from cft.stats import (Z95, mcnemar_exact, normal_p, paired_bootstrap, paired_te
 def settings_diff(a: RunPaths, b: RunPaths) -> dict:
     """The config keys (paths, names and tracking aside) whose values differ, as {key, a, b}, and
     those only one run's config has (`only_a`, `only_b`: made by another version of the code)."""
-    fa, _ = _read_config(a.resolved_config) if a.resolved_config.exists() else ({}, None)
-    fb, _ = _read_config(b.resolved_config) if b.resolved_config.exists() else ({}, None)
+    fa = _read_config(a.resolved_config)[0] if a.resolved_config.exists() else {}
+    fb = _read_config(b.resolved_config)[0] if b.resolved_config.exists() else {}
     keys = sorted(k for k in set(fa) & set(fb) if not k.startswith(IGNORED) and str(fa[k]) != str(fb[k]))
     return {"differ": [{"key": k, "a": fa[k], "b": fb[k]} for k in keys],
             "only_a": sorted(k for k in set(fa) - set(fb) if not k.startswith(IGNORED)),
