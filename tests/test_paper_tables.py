@@ -143,7 +143,10 @@ def test_table4_simplerl_columns_average_five_benchmarks_without_gsm8k(world, ta
     (res,) = jobs(sweep).values()
     assert sorted(res["accuracy"]) == sorted(["math-500", "minerva_math", "olympiadbench", "aime24", "amc23"])
     text = report(sweep)
-    assert "50.9" in text and "GSM8K" not in text  # SimpleRL's average; no GSM8K column
+    header = text.splitlines()[0]
+    assert "50.9" in text and "GSM8K" not in header and "MATH-500" in header  # SimpleRL's columns
+    ours = [line for line in text.splitlines() if "| ours |" in line]
+    assert len(ours) == 1 and "cft-table2" in ours[0]  # table2's CFT model, said so, not "base" alone
 
 
 @pytest.mark.parametrize("experiment, swept, reused", [

@@ -268,6 +268,10 @@ def row_keys(runs: list[Run]) -> list[str]:
 
     shown = [k for k in differing if _is_choice(k) or k in overridden or not set_by_choices(k)]
     keys = ["model.name", "method.name"] + [k for k in ("dataset.name", "teacher.name") if k in shown]
+    # Other weights than the model's own (weights=cft-table2, a released fine-tune): always shown,
+    # or a one-run table4 reads "qwen2.5-math-7b | base" for table2's CFT model.
+    if any(r.config.get("model.release") for r in readable) and "model.release" not in shown:
+        keys.append("model.release")
     keys += [k for k in shown if _is_choice(k) and k not in keys]
     return keys + [k for k in shown if not _is_choice(k)]
 
