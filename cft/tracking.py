@@ -85,7 +85,7 @@ def job_identity(cfg, run_dir: Path) -> tuple[str | None, str]:
     """(group, name): the sweep a job belongs to and its name from run_name + overrides.
 
     Hydra's runtime config when present; otherwise the sweep layout of conf/config.yaml
-    (`multirun/<sweep>/<num>_<override_dirname>`), so `pipeline.run` without Hydra agrees.
+    (`multirun/<sweep>/<override_dirname>`, cft.config.job_dir), so `pipeline.run` without Hydra agrees.
     """
     group, overrides = None, ""
     try:
@@ -101,7 +101,7 @@ def job_identity(cfg, run_dir: Path) -> tuple[str | None, str]:
         pass
     if group is None and run_dir.parent.parent.name == "multirun":
         group = run_dir.parent.name
-        overrides = overrides or run_dir.name.partition("_")[2]
+        overrides = overrides or run_dir.name
     name = f"{cfg.run_name}/{overrides}" if overrides else cfg.run_name
     return cfg.tracking.group or group, name
 

@@ -241,7 +241,7 @@ def test_real_sweep_has_an_offline_wandb_run_per_job_with_metrics(real_sweep):
         run_id = (job / "wandb_run_id.txt").read_text().strip()
         assert [r["id"] for r in record["runs"]] == [run_id]
         assert record["runs"][0]["group"] == "tiny-noisy-source"
-        assert record["runs"][0]["name"].endswith("/" + job.name.partition("_")[2])
+        assert record["runs"][0]["name"].endswith("/" + job.name)
         train = [h for h in record["history"] if "train/loss" in h]
         assert [(h["train/global_step"], h["train/loss"]) for h in train] == \
             [(r["step"], r["loss"]) for r in train_metrics(RunPaths.of(job))]
