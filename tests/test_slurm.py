@@ -70,7 +70,9 @@ def _final_state(job_id: str, wait_s: float = 60) -> str:
 def test_sweep_runs_each_cell_as_a_slurm_job(tmp_path, tiny_source, cache_dir):
     cli(*SWEEP, "method=sft,cft", "method.max_steps=2", env=_env(tmp_path, cache_dir), check=True)
     dirs = _job_dirs(tmp_path / "outputs")
-    assert sorted(d.name.split("_")[0] for d in dirs) == ["0", "1"]
+    # One dir per cell, named by its overrides (cft.config.job_dir): the same whatever else the sweep holds.
+    assert sorted(next(o for o in d.name.split(",") if o.startswith("method=")) for d in dirs) == \
+        ["method=cft", "method=sft"]
     job_ids = set()
     for d in dirs:
         assert read_json(d / "results.json")

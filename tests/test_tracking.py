@@ -42,7 +42,7 @@ def test_no_wandb_run_when_disabled_or_not_rank_0(compose, monkeypatch, mode, ra
 
 
 def test_job_identity_from_sweep_layout(compose, tmp_path):
-    run_dir = tmp_path / "multirun" / "my-sweep" / "3_method=sft,seed=1"
+    run_dir = tmp_path / "multirun" / "my-sweep" / "method=sft,seed=1"  # cft.config.job_dir
     cfg = compose(["method=sft"], run_dir=run_dir)
     assert job_identity(cfg, run_dir) == ("my-sweep", f"{cfg.run_name}/method=sft,seed=1")
     cfg.tracking.group = "ablation-A"
