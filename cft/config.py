@@ -526,3 +526,52 @@ def base_model_only(cfg) -> None:
         print(f"[cft] method=base: the base model is evaluated as it is; not run: stages {dropped}"
               + (", checkpoint selection (eval.select_checkpoint)" if selected else "")
               + (", training dynamics (eval.dynamics)" if dynamics else ""), flush=True)
+
+
+# --- matching runs by their config (the report's paper rows and reuse, model.from_run) -------
+# Config groups a spec names by the group (`model: qwen2.5-math-7b` is model.name).
+GROUPS = ("model", "dataset", "method", "teacher", "eval", "recipe", "deepspeed", "peft", "cluster")
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """A config container as dotted keys ({"dataset.noisy_models": "[GPT-4]", ...})."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, list):
+        return {prefix[:-1]: "[" + ",".join(str(v) for v in obj) + "]"}
+    return {prefix[:-1]: obj}
+
+
+def config_key(key: str) -> str:
+    """A spec's key as the flattened config has it: `model` -> `model.name`; a top-level key that
+    is no group (`seed`) is itself."""
+    return f"{key}.name" if key in GROUPS else key
+
+
+def spec_values(value) -> tuple[str, ...]:
+    """A spec's value (one, or a list meaning any of them) as the strings `agrees` compares."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return tuple("None" if v is None else str(v) for v in items)
+
+
+def agrees(value, accepted: tuple[str, ...]) -> bool:
+    """A config value equals one of the accepted ones, numbers by value (0 == 0.0, 5e-6 ==
+    5.0e-06), and a missing or null value only an explicit null."""
+    text = "None" if value is None else str(value)
+    for want in accepted:
+        if text == want:
+            return True
+        try:
+            if float(text) == float(want):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def matches(flat: dict, spec: dict) -> bool:
+    """Whether a flattened config has every value `spec` names ({key: value or [values]})."""
+    return all(agrees(flat.get(config_key(k)), spec_values(v)) for k, v in spec.items())

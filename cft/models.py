@@ -47,53 +47,50 @@ def attn_implementation(requested: str, training: bool = False, cuda: bool | Non
     return "flex_attention" if training else "sdpa"
 
 
-def run_weights(spec: str, output_root: str | None = None) -> Path:
-    """The weights a finished run reports (`model.from_run`): eval/selection.json's best when the
-    run selected a checkpoint, else train/final.
+def run_weights(spec: str, output_root: str | None = None) -> tuple[Path, str]:
+    """(the weights a finished run reports, an id of them) for `model.from_run`: its
+    eval/selection.json's best when the run selected a checkpoint, else train/final.
 
     `spec` is a run directory, or `SWEEP key=value ...`: the one run under
-    `output_root/multirun/SWEEP` whose config.yaml has those values (`model`, `method`, `dataset`,
-    `teacher` name the group choice, `model.name` and so on; other keys are dotted config keys),
-    e.g. "table2 model=qwen2.5-math-7b method=cft seed=42". No match, several, or a run without
-    finished weights is a ConfigError naming the key and what was found, raised before this run
-    does any work (cft.pipeline.run)."""
+    `output_root/multirun/SWEEP` whose config has those values, matched as the report matches
+    runs (cft.config.matches: `model`, `method`, ... name the group's choice, numbers compare by
+    value), e.g. "table2 model=qwen2.5-math-7b method=cft seed=42". No match, several, or a run
+    without final weights is a ConfigError naming the key and what was found, raised before this
+    run does any work (cft.pipeline.run). The id is a hash of the stage marker that vouches for
+    the weights (eval's for a selected checkpoint, train's for train/final): it changes whenever
+    that run retrains or reselects, even when the path stays the same."""
     from omegaconf import OmegaConf
 
-    from cft.io import read_json
+    from cft.config import flatten, matches
     from cft.paths import RunPaths
     from cft.validation import ConfigError
 
     words = spec.split()
     if len(words) == 1 and "=" not in words[0]:
-        candidates, wanted = [Path(words[0]).expanduser()], {}
+        found = [Path(words[0]).expanduser()] if Path(words[0]).expanduser().is_dir() else []
     else:
         if not words or "=" in words[0] or not all("=" in w for w in words[1:]):
             raise ConfigError(f"model.from_run={spec!r}: give a run directory or 'SWEEP key=value ...'")
         sweep = Path(output_root or ".") / "multirun" / words[0]
         wanted = dict(w.split("=", 1) for w in words[1:])
-        candidates = sorted(c.parent for c in sweep.glob("**/config.yaml") if (c.parent / "run_info.json").exists())
-    matches = []
-    for run in candidates:
-        if not wanted:
-            matches += [run] if run.is_dir() else []
-            continue
-        cfg = OmegaConf.load(run / "config.yaml")
-        values = {k: OmegaConf.select(cfg, f"{k}.name" if k in GROUPS else k, default=None) for k in wanted}
-        if all(str(values[k]) == v for k, v in wanted.items()):
-            matches.append(run)
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs: {', '.join(map(str, matches[:4]))}"
-        raise ConfigError(f"model.from_run={spec!r} must name exactly one finished run; found {found} "
+        runs = sorted(c.parent for c in sweep.glob("**/config.yaml") if (c.parent / "run_info.json").exists())
+        found = [r for r in runs
+                 if matches(flatten(OmegaConf.to_container(OmegaConf.load(r / "config.yaml"))), wanted)]
+    if len(found) != 1:
+        what = "no run" if not found else f"{len(found)} runs: {', '.join(map(str, found[:4]))}"
+        raise ConfigError(f"model.from_run={spec!r} must name exactly one finished run; found {what} "
                           f"(run that table's command first)")
-    return reported_weights(RunPaths.of(matches[0]), spec)
+    return reported_weights(RunPaths.of(found[0]), spec)
 
 
-def reported_weights(paths, spec: str) -> Path:
-    """The weights a run reports, only once they are final: its selected checkpoint when the run
-    selects one (its eval stage finished after its last training, so selection.json is about the
-    weights that training wrote), else train/final once its train stage finished. Never a
-    fallback from one to the other: a run still scoring its snapshots, or retrained since, is a
-    ConfigError that says so."""
+def reported_weights(paths, spec: str) -> tuple[Path, str]:
+    """(the weights a run reports, the hash of the marker that vouches for them), only once they
+    are final: its selected checkpoint when the run selects one (its eval stage finished after its
+    last training, so selection.json is about the weights that training wrote), else train/final
+    once its train stage finished. Never a fallback from one to the other: a run still scoring its
+    snapshots, or retrained since, is a ConfigError that says so."""
+    import hashlib
+
     from omegaconf import OmegaConf
 
     from cft.io import read_json
@@ -104,35 +101,16 @@ def reported_weights(paths, spec: str) -> Path:
     if not train_done.exists() or not (paths.final_model / "config.json").exists():
         raise ConfigError(f"{key}: {paths.root} has no trained weights yet (its train stage has not finished)")
     if not OmegaConf.select(OmegaConf.load(paths.resolved_config), "eval.select_checkpoint", default=False):
-        return paths.final_model
-    eval_done = paths.stage_done("eval")
-    if not eval_done.exists() or eval_done.stat().st_mtime < train_done.stat().st_mtime or not paths.selection.exists():
-        raise ConfigError(f"{key}: {paths.root} selects a checkpoint, and its eval stage has not finished "
-                          f"since its last training: wait for it (its reported weights are not known yet)")
-    best = Path(read_json(paths.selection)["best"]["path"])
-    if not (best / "config.json").exists():
-        raise ConfigError(f"{key}: {paths.root}'s selected weights {best} are missing")
-    return best
-
-
-def weights_id(weights: Path) -> str:
-    """What identifies a run's reported weights beyond their path: a hash of the run's stage
-    marker that vouches for them (eval's for a selected checkpoint, train's for train/final),
-    whose recorded output hashes change whenever the weights or their selection do."""
-    import hashlib
-
-    from cft.paths import RunPaths
-
-    for parent in weights.parents:
-        if (parent / "config.yaml").exists() and (parent / "run_info.json").exists():
-            paths = RunPaths.of(parent)
-            marker = paths.stage_done("train" if weights == paths.final_model else "eval")
-            return hashlib.sha256(marker.read_bytes()).hexdigest()[:16]
-    return ""
-
-
-# `model.from_run` keys that name a config group's choice (compared with `<group>.name`).
-GROUPS = ("model", "method", "dataset", "teacher")
+        weights, marker = paths.final_model, train_done
+    else:
+        marker = paths.stage_done("eval")
+        if not marker.exists() or marker.stat().st_mtime < train_done.stat().st_mtime or not paths.selection.exists():
+            raise ConfigError(f"{key}: {paths.root} selects a checkpoint, and its eval stage has not finished "
+                              f"since its last training: wait for it (its reported weights are not known yet)")
+        weights = Path(read_json(paths.selection)["best"]["path"])
+        if not (weights / "config.json").exists():
+            raise ConfigError(f"{key}: {paths.root}'s selected weights {weights} are missing")
+    return weights, hashlib.sha256(marker.read_bytes()).hexdigest()[:16]
 
 
 def model_source(model_cfg, cache: str) -> str:

@@ -78,12 +78,12 @@ def resolve_from_run(cfg: DictConfig) -> None:
     path stays the same."""
     from omegaconf import open_dict
 
-    from cft.models import run_weights, weights_id
+    from cft.models import run_weights
 
-    weights = run_weights(cfg.model.from_run, cfg.paths.output_root)
+    weights, weights_id = run_weights(cfg.model.from_run, cfg.paths.output_root)
     with open_dict(cfg):
         cfg.model.path, cfg.model.init = str(weights), "pretrained"
-        cfg.model.from_run_id = weights_id(weights)
+        cfg.model.from_run_id = weights_id
     print(f"[cft] model.from_run {cfg.model.from_run!r}: {weights}", flush=True)
 
 

@@ -188,7 +188,7 @@ def test_from_run_takes_the_selected_weights_only_once_selection_finished(tmp_pa
     import json
     import os
 
-    from cft.models import run_weights, weights_id
+    from cft.models import run_weights
     from cft.validation import ConfigError
 
     spec = "table2 model=qwen2.5-math-7b method=cft seed=42"
@@ -202,10 +202,12 @@ def test_from_run_takes_the_selected_weights_only_once_selection_finished(tmp_pa
     paths.eval_dir.mkdir(parents=True)
     paths.selection.write_text(json.dumps({"best": {"path": str(best), "step": 6}}))
     paths.stage_done("eval").write_text(json.dumps({"outputs": {"eval/selection.json": {"sha256": "b"}}}))
-    assert run_weights(spec, str(tmp_path)) == best
-    before = weights_id(best)
+    weights, before = run_weights(spec, str(tmp_path))
+    assert weights == best
     paths.stage_done("eval").write_text(json.dumps({"outputs": {"eval/selection.json": {"sha256": "c"}}}))
-    assert weights_id(best) != before  # reselected: dependent cells see other weights
+    assert run_weights(spec, str(tmp_path))[1] != before  # reselected: dependent cells see other weights
+    # Numbers match by value, as the report matches rows: seed "42.0" is seed 42.
+    assert run_weights("table2 model=qwen2.5-math-7b method=cft seed=42.0", str(tmp_path))[0] == best
     os.utime(paths.stage_done("train"), None)  # retrained after that selection
     os.utime(paths.stage_done("eval"), (2_000, 2_000))
     with pytest.raises(ConfigError, match="eval stage has not finished"):

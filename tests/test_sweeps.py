@@ -134,7 +134,7 @@ _COMPOSED: dict = {}
 
 def _cells(compose, experiment: str) -> list[tuple[list[str], dict]]:
     """(cell overrides, flattened resolved config) of every job of a grid, composed once."""
-    from cft.report.tables import _flatten
+    from cft.config import flatten as _flatten
 
     if experiment not in _COMPOSED:
         _COMPOSED[experiment] = [(cell, _flatten(OmegaConf.to_container(
@@ -151,17 +151,16 @@ def test_every_cell_of_a_table_sits_beside_its_own_paper_row(compose, experiment
     """Each cell a table runs, and each cell it reuses from another table, lands on the paper row
     it reproduces (the report prints that row under it), one row per cell apart from seeds: the
     composed config of the real models, not the tiny stand-in the CPU runs use."""
-    from cft.report.paper import PaperRow, _values
+    from cft.config import matches
 
     raw = yaml.safe_load((ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text())
     table = paper_table(raw["report"]["paper"])
     cells = [(f"{experiment}: {c}", flat) for c, flat in _cells(compose, experiment)]
     for entry in raw["report"].get("reuse") or []:
         own_model = cells[0][1]["model.name"]
-        where = PaperRow("reuse", {k: _values(own_model if v == "${model.name}" else v)
-                                   for k, v in entry["where"].items()}, {}, None, 0)
+        where = {k: own_model if v == "${model.name}" else v for k, v in entry["where"].items()}
         reused = [(f"{entry['sweep']}: {c}", flat) for c, flat in _cells(compose, entry["sweep"])
-                  if where.matches(flat)]
+                  if matches(flat, where)]
         assert reused, (experiment, entry)
         cells += reused
     rows = {}

@@ -24,7 +24,7 @@ from itertools import zip_longest
 from cft.paths import RunPaths
 from cft.report.compare import settings_diff, settings_text
 from cft.report.evidence import Problem, benchmarks, problems
-from cft.report.tables import _flatten  # the sweep table's dotted keys, one way
+from cft.config import flatten as _flatten  # the sweep table's dotted keys, one way
 
 LABELS = ("prompt", "generation", "extraction", "reference", "timeout", "grading")
 

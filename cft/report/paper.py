@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from cft.config import agrees, config_key, spec_values
+
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 ROW_FIELDS = {"label", "match", "scores", "average", "__line__"}
 
@@ -36,7 +38,7 @@ class PaperRow:
 
     def matches(self, config: dict) -> bool:
         """Whether a run's flattened config has every value this row names."""
-        return bool(self.match) and all(_agrees(config.get(config_key(k)), values) for k, values in self.match.items())
+        return bool(self.match) and all(agrees(config.get(config_key(k)), values) for k, values in self.match.items())
 
 
 @dataclass(frozen=True)
@@ -64,31 +66,6 @@ class PaperTable:
         return best[0]
 
 
-# Config groups whose choice a row names by the group (`model: qwen2.5-math-7b` is model.name).
-GROUPS = ("model", "dataset", "method", "teacher", "eval", "recipe", "deepspeed", "peft", "cluster")
-
-
-def config_key(key: str) -> str:
-    """A row label's key as the flattened config has it: `model` -> `model.name`; a top-level
-    key that is no group (`seed`) is itself."""
-    return f"{key}.name" if key in GROUPS else key
-
-
-def _agrees(value, accepted: tuple[str, ...]) -> bool:
-    """A config value equals one of the accepted ones, numbers by value (0 == 0.0), and a
-    missing or null value only an explicit null."""
-    text = "None" if value is None else str(value)
-    for want in accepted:
-        if text == want:
-            return True
-        try:
-            if float(text) == float(want):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 def _shown(config: dict, row: PaperRow) -> str:
     return ", ".join(f"{k}={config.get(config_key(k))}" for k in row.match)
 
@@ -102,9 +79,6 @@ class _LineLoader(yaml.SafeLoader):
         return mapping
 
 
-def _values(value) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else [value]
-    return tuple("None" if v is None else str(v) for v in items)
 
 
 def _table(raw: dict, path: Path) -> PaperTable:
@@ -129,7 +103,7 @@ def _table(raw: dict, path: Path) -> PaperTable:
             raise PaperError(f"{path}:{line}: table {raw['id']}, row {label!r}: unknown fields {unknown} "
                              f"(a row has {sorted(ROW_FIELDS - {'__line__'})} and vN: earlier numbers; quote a "
                              "label that holds a comma)")
-        match = {k: _values(v) for k, v in (r.get("match") or {}).items() if k != "__line__"}
+        match = {k: spec_values(v) for k, v in (r.get("match") or {}).items() if k != "__line__"}
         earlier = {k: {kk: vv for kk, vv in v.items() if kk != "__line__"} for k, v in r.items()
                    if k.startswith("v") and k[1:].isdigit()}
         rows.append(PaperRow(label, match, dict(zip(columns, scores)), r.get("average"), line, earlier))

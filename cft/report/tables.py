@@ -36,6 +36,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cft.benchmarks import PAPER_BENCHMARKS
+from cft.config import flatten, matches
 from cft.io import atomic_open, read_json
 from cft.report import paper as paper_numbers
 from cft.report import sweep
@@ -160,15 +161,7 @@ class Table:
         return self.paper is not None or any(r.run.origin for r in self.rows)
 
 
-def _flatten(obj, prefix: str = "") -> dict:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(obj, list):
-        return {prefix[:-1]: "[" + ",".join(str(v) for v in obj) + "]"}
-    return {prefix[:-1]: obj}
+_flatten = flatten  # the run table's dotted keys: cft.config.flatten
 
 
 def collect_runs(root: str | Path) -> list[Run]:
@@ -311,10 +304,8 @@ def reused_runs(root: str | Path, reuse: list) -> tuple[list[Run], list[str]]:
         if not isinstance(entry, dict) or not entry.get("sweep"):
             raise ValueError(f"report.reuse[{i}]={entry!r}: expected {{sweep: <name>, where: {{key: value}}}}")
         folder = root.parent / str(entry["sweep"])
-        where = paper_numbers.PaperRow(f"report.reuse[{i}]", {k: paper_numbers._values(v) for k, v in
-                                                              (entry.get("where") or {}).items()}, {}, None, 0)
-        found = [r for r in collect_runs(folder) if (not where.match or where.matches(r.config))] \
-            if folder.is_dir() else []
+        where = dict(entry.get("where") or {})
+        found = [r for r in collect_runs(folder) if matches(r.config, where)] if folder.is_dir() else []
         if not found:
             warnings.append(f"report.reuse[{i}]: no run of {folder} has {dict(entry.get('where') or {})}"
                             + ("" if folder.is_dir() else " (no such folder: run that sweep first)"))
@@ -393,10 +384,9 @@ def _notes(rows: list[Row], notes: dict) -> None:
     """report.notes: each spec ("method=sft-verified", several pairs space-separated) writes its
     text beside the rows whose config has those values."""
     for spec, text in notes.items():
-        wanted = {k: (v,) for k, v in sweep.parse_baseline(str(spec)).items()}
-        matcher = paper_numbers.PaperRow(f"report.notes[{spec!r}]", wanted, {}, None, 0)
+        wanted = sweep.parse_baseline(str(spec))
         for r in rows:
-            if r.run.config and matcher.matches(r.run.config):
+            if r.run.config and wanted and matches(r.run.config, wanted):
                 r.notes.append(str(text))
 
 
