@@ -30,7 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cft import distributed
-from cft.config import STAGES, base_model_only, noisy_generators
+from cft.config import STAGES, noisy_generators
 from cft.io import atomic_open, read_json, write_json
 from cft.paths import RunPaths
 from cft.store import damage, manifest, note_holder, take_lock
@@ -310,7 +310,6 @@ def run(cfg: DictConfig) -> dict:
     """Run cfg.stages into cfg.run_dir; returns a summary per stage. Callable without Hydra."""
     distributed.export_slurm_env()  # a multi-task srun: every task knows its rank and the world size
     world_size = distributed.world_size()
-    base_model_only(cfg)  # method=base: eval and report only
     validate(cfg, world_size=world_size)
     check_report_settings(cfg.report)  # report.paper/.columns: a sweep's table fails now, not after it
     if cfg.model.get("from_run"):  # another run's weights: found before any work, or say why

@@ -142,7 +142,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from cft.config import base_model_only, compose_config
+    from cft.config import compose_config
     from cft.validation import validate
 
     gpus, memory = args.gpus, args.gpu_memory_gb
@@ -155,7 +155,6 @@ def main(argv=None) -> int:
         return 2
     try:
         cfg = compose_config(args.overrides)
-        base_model_only(cfg)  # method=base: no train stage to plan
         world = args.world_size or max(1, gpus * int(cfg.cluster.get("nodes") or 1))
         validate(cfg, world_size=world)
         result = plan(cfg, gpus, memory, world)

@@ -83,19 +83,22 @@ def check_inputs(cfg: DictConfig) -> None:
     benchmark_keys = [("eval.benchmarks", list(cfg.eval.benchmarks), True),
                       ("eval.select_benchmark", [cfg.eval.select_benchmark], cfg.eval.select_checkpoint),
                       ("eval.dynamics", list(cfg.eval.get("dynamics") or []), True)]
+    checked: set = set()  # a user's file named twice (eval.benchmarks and eval.dynamics) is read once
     for key, names, read in benchmark_keys:
         for name in names:
             try:
                 bench = get_benchmark(name)
             except KeyError as e:  # a typo fails here, not after training
                 raise ConfigError(str(e.args[0]).replace("eval.benchmarks", key, 1)) from None
-            if read and "eval" in stages and bench.file is None and not bench.choice \
-                    and not bench.path(cfg.paths.benchmarks).is_file():
-                raise ConfigError(f"{key}: benchmark {bench.name!r} has no test set at "
-                                  f"{bench.path(cfg.paths.benchmarks)} (paths.benchmarks="
+            if not read or "eval" not in stages:
+                continue
+            source = bench.path(cfg.paths.benchmarks)
+            if bench.file is None and not bench.choice and not source.is_file():
+                raise ConfigError(f"{key}: benchmark {bench.name!r} has no test set at {source} (paths.benchmarks="
                                   f"{cfg.paths.benchmarks!r}; unset $CFT_BENCHMARKS for the shipped sets)")
-            if read and "eval" in stages and (bench.file is not None or bench.choice):
-                try:  # a user's own file: there, and in its official format (every row), before any work
+            if (bench.file is not None or bench.choice) and source not in checked:
+                checked.add(source)
+                try:  # a user's own file, in its official format, every row, before any work (linear in its size)
                     bench.load(cfg.paths.benchmarks)
                 except DataError as e:
                     raise ConfigError(f"{key}: {e}") from None
@@ -238,9 +241,13 @@ def _validate_variants(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig, world_size: int = 1) -> DictConfig:
-    """Check cross-field constraints and compute derived values, once, in place."""
+    """Check cross-field constraints and compute derived values, once, in place (method=base:
+    the stages it does not run, cft.config.base_model_only)."""
+    from cft.config import base_model_only
+
     check_known_keys(cfg)
     check_positive(cfg)
+    base_model_only(cfg)
     for stage in cfg.stages:
         if stage not in STAGES:
             raise ConfigError(f"stages: unknown stage {stage!r}; known: {list(STAGES)}")
