@@ -111,6 +111,10 @@ EVAL_TEMPLATES: dict[str, str] = {
         "Question:\n{input}<｜Assistant｜><think>\n"
     ),
 }
+# Evaluation prompts that open with BOS (DeepSeek's family: its tokenizer does not add one to a
+# prompt given as text), for callers that build prompts from an eval template alone (noisy
+# response generation): cft.generation.prepends_bos decides for the trained model's own prompts.
+EVAL_BOS = frozenset({"deepseek-math", "candidate-deepseek-r1"})
 
 
 def eval_prompt(template: str, question: str) -> str:
@@ -198,8 +202,11 @@ class EvalProtocol:
     def finish(self, completion: str) -> tuple[str, bool]:
         """The completion cut before the first of the protocol's stop strings (stripped, as the
         official evaluation cuts), and whether one was found."""
-        ends = [i for i in (completion.find(s) for s in self.stops) if i >= 0]
-        return (completion[: min(ends)].strip(), True) if ends else (completion, False)
+        from cft.generation import cut
+
+        if not any(s in completion for s in self.stops):
+            return completion, False
+        return cut(completion, self.stops), True
 
     def for_benchmark(self, benchmark: str) -> "EvalProtocol":
         """This protocol with the benchmark's own stop strings added (multiple choice: those of

@@ -166,3 +166,13 @@ def test_greedy_generator_with_n_above_one_fails_at_validation(compose):
     cfg = compose(["+experiment=one-shot-cft-cpu", "dataset.noisy_generators=[{name: g, path: tiny, n: 4}]"])
     with pytest.raises(ConfigError, match=r"noisy_generators\[0\] \(g\): n=4 greedy samples"):
         validate(cfg)
+
+
+def test_generator_prompts_open_with_bos_only_for_the_deepseek_family():
+    """Noisy-response generation builds prompts from an eval template alone; which of them open
+    with BOS is one table (cft.templates.EVAL_BOS), the one DeepSeek's training template agrees with."""
+    from cft.templates import EVAL_BOS, EVAL_TEMPLATES, get_template
+
+    assert EVAL_BOS <= set(EVAL_TEMPLATES)
+    assert "deepseek-math" in EVAL_BOS and get_template("deepseek").bos and not get_template("qwen").bos
+    assert not [t for t in EVAL_TEMPLATES if "qwen" in t and t in EVAL_BOS]

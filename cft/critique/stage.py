@@ -265,8 +265,7 @@ LIST_FILTERS = ("balance_verdicts", "max_critiques")
 
 def holds_all_rows(teacher_cfg) -> bool:
     """Whether a filter needs every parsed critique at hand (LIST_FILTERS)."""
-    return bool(getattr(teacher_cfg, "balance_verdicts", False)) or \
-        getattr(teacher_cfg, "max_critiques", None) is not None
+    return any(getattr(teacher_cfg, k, None) not in (None, False) for k in LIST_FILTERS)
 
 
 def _run_streaming(cfg, paths: RunPaths) -> dict:

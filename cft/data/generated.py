@@ -87,14 +87,14 @@ def _generate_one(records: list[Record], gen_cfg: dict, dataset_seed: int, run_m
                   vllm_cfg) -> list[Record]:
     from cft.config import VLLMConfig
     from cft.generation import build_generator, prompt_ids
-    from cft.templates import eval_prompt
+    from cft.templates import EVAL_BOS, eval_prompt
 
     name, n = gen_cfg["name"], int(gen_cfg["n"])
     source, model_cfg = generator_model_cfg(gen_cfg["path"], run_model, cache)
     gen = build_generator(gen_cfg["backend"], source, model_cfg, vllm_cfg or VLLMConfig(), batch_size=16)
     try:
         # BOS as the generator's evaluation family expects it (DeepSeek prompts open with BOS).
-        bos = gen_cfg["template"] in ("deepseek-math", "candidate-deepseek-r1")
+        bos = gen_cfg["template"] in EVAL_BOS
         prompts = [prompt_ids(gen.tokenizer, eval_prompt(gen_cfg["template"], r.question), bos) for r in records]
         seeds = [_sample_seed(name, dataset_seed, i) for i in range(len(records))]
         samples = dict(gen.sample(prompts, int(gen_cfg["max_new_tokens"]), n=n,
